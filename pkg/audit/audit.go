@@ -1,0 +1,370 @@
+package audit
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+)
+
+// trafficUnknown is the traffic verdict until telemetry is read.
+var trafficUnknown = Traffic{Status: "unknown", Reason: "traffic was not observed: telemetry is not read by this version"}
+
+// Audit computes the report for a snapshot. It is deterministic: the same
+// snapshot gives the same report.
+func Audit(s *cluster.Snapshot) *Report {
+	injectors := compileInjectors(s.Injectors)
+	byNS := splitPeerPolicies(s.PeerAuthentications)
+	mesh, meshIgnored := meshMTLS(s.Mesh.RootNamespace, byNS)
+
+	r := &Report{
+		APIVersion:  APIVersion,
+		Kind:        Kind,
+		GeneratedAt: s.TakenAt,
+		Cluster:     Cluster{Context: s.Context, Server: s.Server},
+		Mesh: Mesh{
+			RootNamespace:   s.Mesh.RootNamespace,
+			TrustDomain:     s.Mesh.TrustDomain,
+			AutoMTLS:        s.Mesh.EnableAutoMTLS,
+			ConfigSource:    s.Mesh.Source,
+			IstiodNamespace: s.IstiodNamespace,
+			PoliciesRead:    s.Istio.PoliciesReadable,
+			PoliciesReason:  s.Istio.Reason,
+			Injectors:       []Injector{},
+			MTLS:            mesh,
+		},
+		Namespaces: []NamespaceReport{},
+		Findings:   []Finding{},
+	}
+	for _, w := range s.Injectors {
+		r.Mesh.Injectors = append(r.Mesh.Injectors, Injector{Configuration: w.Configuration, Webhook: w.Name, Revision: w.Revision, Tag: w.Tag})
+	}
+	if !s.Istio.PoliciesReadable {
+		r.Mesh.MTLS = MTLSSource{Mode: "UNKNOWN", Source: "unavailable"}
+		r.Findings = append(r.Findings, Finding{Code: CodeIstioPoliciesUnreadable, Severity: SeverityWarning, Object: "cluster",
+			Message: s.Istio.Reason + "; mTLS and authorization cannot be audited: install Istio (or its CRDs) and re-run"})
+	} else {
+		for _, why := range meshIgnored {
+			r.Findings = append(r.Findings, Finding{Code: CodePeerAuthenticationIgnored, Severity: SeverityWarning, Object: "PeerAuthentication/" + strings.SplitN(why, ":", 2)[0],
+				Message: why + "; delete it or merge it into the policy that wins"})
+		}
+	}
+	if len(s.Injectors) == 0 {
+		r.Findings = append(r.Findings, Finding{Code: CodeInjectorNotInstalled, Severity: SeverityWarning, Object: "cluster",
+			Message: "no Istio sidecar injector webhook (*sidecar-injector.istio.io) is installed: install Istio before migrating"})
+	}
+	if !s.Mesh.EnableAutoMTLS {
+		r.Findings = append(r.Findings, Finding{Code: CodeAutoMTLSDisabled, Severity: SeverityWarning, Object: "ConfigMap/" + s.Mesh.Source,
+			Message: "enableAutoMtls is false: clients send plaintext unless a DestinationRule sets ISTIO_MUTUAL; enable it before STRICT"})
+	}
+
+	podsByNS := map[string][]*cluster.Pod{}
+	for i := range s.Pods {
+		p := &s.Pods[i]
+		if p.Phase == "Succeeded" || p.Phase == "Failed" {
+			continue
+		}
+		podsByNS[p.Namespace] = append(podsByNS[p.Namespace], p)
+	}
+	apsByNS := map[string][]cluster.AuthorizationPolicy{}
+	for _, ap := range s.AuthorizationPolicies {
+		apsByNS[ap.Namespace] = append(apsByNS[ap.Namespace], ap)
+	}
+
+	for _, ns := range s.Namespaces {
+		nr := auditNamespace(s, ns, injectors, mesh, byNS[ns.Name], podsByNS[ns.Name], apsByNS[ns.Name])
+		r.Namespaces = append(r.Namespaces, nr)
+	}
+	r.Summary = summarize(r)
+	return r
+}
+
+func auditNamespace(s *cluster.Snapshot, ns cluster.Namespace, injectors []injector, mesh MTLSSource,
+	pp *peerPolicies, pods []*cluster.Pod, aps []cluster.AuthorizationPolicy) NamespaceReport {
+	nr := NamespaceReport{Name: ns.Name, Findings: []Finding{}, DestinationRules: []DestinationRuleTLS{}, Traffic: trafficUnknown}
+	switch {
+	case ignoredNamespaces[ns.Name]:
+		nr.Excluded = "Istio never injects this namespace"
+	case ns.Name == s.IstiodNamespace:
+		nr.Excluded = "Istio control plane namespace"
+	}
+	var nsInjector *injector
+	nr.Injection, nsInjector = namespaceInjection(ns, injectors, nr.Excluded != "")
+	nr.Pods = podsOf(pods, ns.Labels, injectors)
+	if s.Istio.PoliciesReadable {
+		nr.MTLS = namespaceMTLS(ns.Name, s.Mesh.RootNamespace, mesh, pp, pods)
+		nr.DestinationRules = append(nr.DestinationRules, disablingDRs(s.DestinationRules, ns.Name)...)
+	} else {
+		nr.MTLS = MTLS{Mode: "UNKNOWN", Source: "unavailable"}
+	}
+	var allows int
+	nr.Authz, allows = authzOf(aps)
+	if nr.Excluded != "" {
+		nr.Readiness = Readiness{Next: PhaseNone, Safe: false, Reason: nr.Excluded + ": not migrated"}
+		return nr
+	}
+	nr.Findings = namespaceFindings(s, ns, nr, nsInjector, allows)
+	nr.Readiness = readiness(s, nr, nsInjector)
+	return nr
+}
+
+func podsOf(pods []*cluster.Pod, nsLabels map[string]string, injectors []injector) Pods {
+	out := Pods{Items: make([]Pod, 0, len(pods))}
+	for _, p := range pods {
+		pr := classifyPod(p, nsLabels, injectors)
+		out.Total++
+		if pr.Sidecar != "" {
+			out.Meshed++
+		}
+		switch pr.State {
+		case PodNeedsRestart:
+			out.NeedRestart++
+		case PodWrongRevision:
+			out.WrongRevision++
+		case PodSidecarNotExpected:
+			out.SidecarNotExpected++
+		case PodNotInjectable:
+			out.NotInjectable++
+		case PodNotSelected:
+			out.NotSelected++
+		}
+		out.Items = append(out.Items, pr)
+	}
+	out.NotMeshed = out.Total - out.Meshed
+	return out
+}
+
+// workloadGroup is the pods of one workload that share a state, so that a
+// finding names the workload to act on rather than every pod.
+type workloadGroup struct {
+	workload string
+	pods     []string
+	reason   string
+}
+
+func groupByWorkload(items []Pod, state string) []workloadGroup {
+	var out []workloadGroup
+	idx := map[string]int{}
+	for _, p := range items {
+		if p.State != state {
+			continue
+		}
+		i, ok := idx[p.Workload]
+		if !ok {
+			i = len(out)
+			idx[p.Workload] = i
+			out = append(out, workloadGroup{workload: p.Workload, reason: p.Reason})
+		}
+		out[i].pods = append(out[i].pods, p.Name)
+	}
+	return out
+}
+
+// restartHint says how to get a workload's pods recreated.
+func restartHint(workload, ns string) string {
+	kind, name, _ := strings.Cut(workload, "/")
+	switch kind {
+	case "Deployment", "StatefulSet", "DaemonSet":
+		return fmt.Sprintf("kubectl rollout restart %s/%s -n %s", strings.ToLower(kind), name, ns)
+	case "Job", "CronJob":
+		return "re-run the Job; the next run gets a sidecar (use native sidecars so Jobs can complete)"
+	case "Pod":
+		return fmt.Sprintf("delete and re-create pod %s (nothing re-creates a bare pod)", name)
+	default:
+		return fmt.Sprintf("delete the pods so %s re-creates them", workload)
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func namespaceFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceReport, nsInjector *injector, allows int) []Finding {
+	var f []Finding
+	add := func(code, sev, obj, msg string) {
+		f = append(f, Finding{Code: code, Severity: sev, Object: obj, Message: msg})
+	}
+	nsObj := "Namespace/" + ns.Name
+	inj := nr.Injection
+	switch inj.Mode {
+	case InjectionNone:
+		add(CodeNamespaceNotSelected, SeverityWarning, nsObj,
+			fmt.Sprintf("no injector selects this namespace: kubectl label namespace %s istio-injection=enabled (or istio.io/rev=REVISION)", ns.Name))
+	case InjectionDisabled:
+		add(CodeNamespaceInjectionDisabled, SeverityWarning, nsObj,
+			fmt.Sprintf("%s blocks injection of every revision: remove it on purpose before migrating", inj.Label))
+	case InjectionAmbient:
+		add(CodeAmbientNamespace, SeverityInfo, nsObj, "ambient data plane: sidecar migration does not apply; use ztunnel/waypoint tooling")
+	case InjectionEnabled, InjectionRevision:
+		if nsInjector == nil {
+			what := "the default revision"
+			if inj.Mode == InjectionRevision {
+				what = "revision or tag " + strings.TrimPrefix(inj.Label, labelRev+"=")
+			}
+			add(CodeInjectorWebhookMissing, SeverityError, nsObj,
+				fmt.Sprintf("%s selects injection but no injector webhook serves %s: new pods get no sidecar; install that revision or fix the label", inj.Label, what))
+		}
+	}
+	if ns.Labels[labelInjection] != "" && (ns.Labels[labelRev] != "" || ns.Labels[labelDataplaneMode] != "") {
+		add(CodeConflictingInjectionLabels, SeverityWarning, nsObj,
+			fmt.Sprintf("%s and istio.io/rev or istio.io/dataplane-mode are both set; %s wins: keep one label", labelInjection, labelInjection))
+	}
+
+	for _, g := range groupByWorkload(nr.Pods.Items, PodNeedsRestart) {
+		add(CodePodNeedsRestart, SeverityWarning, g.workload,
+			fmt.Sprintf("%s without a sidecar though the namespace selects injection: %s", plural(len(g.pods), "pod", "pods"), restartHint(g.workload, ns.Name)))
+	}
+	for _, g := range groupByWorkload(nr.Pods.Items, PodWrongRevision) {
+		add(CodePodRevisionMismatch, SeverityWarning, g.workload,
+			fmt.Sprintf("%s: %s: %s", plural(len(g.pods), "pod has a", "pods have a"), g.reason, restartHint(g.workload, ns.Name)))
+	}
+	for _, g := range groupByWorkload(nr.Pods.Items, PodSidecarNotExpected) {
+		add(CodePodSidecarNotExpected, SeverityInfo, g.workload,
+			fmt.Sprintf("%s: %s", plural(len(g.pods), "pod", "pods"), g.reason))
+	}
+	for _, g := range groupByWorkload(nr.Pods.Items, PodNotInjectable) {
+		add(CodePodNotInjectable, SeverityInfo, g.workload,
+			fmt.Sprintf("%s stay out of the mesh (%s); under STRICT their calls to meshed pods fail", plural(len(g.pods), "pod", "pods"), g.reason))
+	}
+
+	if s.Istio.PoliciesReadable {
+		m := nr.MTLS
+		if m.Mode == "DISABLE" {
+			add(CodeMTLSDisabled, SeverityWarning, "PeerAuthentication/"+m.Policy,
+				"mTLS is DISABLE: sidecars accept only plaintext; move to PERMISSIVE first")
+		}
+		if m.Mode == "STRICT" && nr.Pods.NotMeshed > 0 {
+			add(CodeStrictWithUnmeshedPods, SeverityError, nsObj,
+				fmt.Sprintf("mTLS is STRICT (%s) but %s: their plaintext calls to meshed pods are rejected; mesh them or set PERMISSIVE",
+					m.Source, plural(nr.Pods.NotMeshed, "pod has no sidecar", "pods have no sidecar")))
+		}
+		for _, why := range m.Ignored {
+			add(CodePeerAuthenticationIgnored, SeverityWarning, "PeerAuthentication/"+strings.SplitN(why, ":", 2)[0], why+"; delete it or merge it into the policy that wins")
+		}
+		for _, w := range m.Workloads {
+			if w.Mode != m.Mode || len(w.Ports) > 0 {
+				add(CodeWorkloadMTLSOverride, SeverityInfo, "PeerAuthentication/"+w.Policy,
+					fmt.Sprintf("workload policy sets %s%s for %s (namespace is %s): review it before changing the namespace mode",
+						w.Mode, portModes(w.Ports), plural(w.Pods, "pod", "pods"), m.Mode))
+			}
+		}
+		for _, d := range nr.DestinationRules {
+			add(CodeDestinationRuleTLSDisabled, SeverityWarning, "DestinationRule/"+d.Policy,
+				fmt.Sprintf("host %s (%s) sets tls.mode DISABLE: its clients send plaintext and fail under STRICT; remove the tls setting or use ISTIO_MUTUAL", d.Host, d.Where))
+		}
+		if nr.Authz.AllowNothing && allows == 0 {
+			add(CodeAllowNothingWithoutAllows, SeverityWarning, nsObj,
+				"an enforced allow-nothing AuthorizationPolicy with no ALLOW policy denies every request: add ALLOW policies or set istio.io/dry-run")
+		}
+	}
+	sortFindings(f)
+	return f
+}
+
+func portModes(ports map[uint32]string) string {
+	if len(ports) == 0 {
+		return ""
+	}
+	keys := make([]int, 0, len(ports))
+	for p := range ports {
+		keys = append(keys, int(p))
+	}
+	sort.Ints(keys)
+	parts := make([]string, len(keys))
+	for i, p := range keys {
+		parts[i] = fmt.Sprintf("%d=%s", p, ports[uint32(p)])
+	}
+	return " (ports " + strings.Join(parts, ",") + ")"
+}
+
+var severityRank = map[string]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
+
+func sortFindings(f []Finding) {
+	sort.SliceStable(f, func(i, j int) bool {
+		if severityRank[f[i].Severity] != severityRank[f[j].Severity] {
+			return severityRank[f[i].Severity] < severityRank[f[j].Severity]
+		}
+		if f[i].Code != f[j].Code {
+			return f[i].Code < f[j].Code
+		}
+		return f[i].Object < f[j].Object
+	})
+}
+
+// readiness decides the next phase and whether it is safe to start now. The
+// phases run inject -> permissive -> verify -> strict -> authz (DESIGN.md);
+// without observed traffic, nothing past verify is called safe.
+func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Readiness {
+	p, inj := nr.Pods, nr.Injection
+	switch {
+	case inj.Mode == InjectionAmbient:
+		return Readiness{Next: PhaseNone, Reason: "ambient data plane: out of scope for sidecar migration"}
+	case inj.Mode == InjectionDisabled:
+		return Readiness{Next: PhaseInject, Reason: "injection is explicitly disabled",
+			Blockers: []string{inj.Label + " is set: remove it on purpose before migrating"}}
+	case inj.Mode == InjectionNone || nsInjector == nil || p.NeedRestart > 0 || p.WrongRevision > 0:
+		rd := Readiness{Next: PhaseInject, Safe: true}
+		switch {
+		case inj.Mode == InjectionNone:
+			rd.Reason = "the namespace is not selected for injection"
+		case p.NeedRestart > 0 || p.WrongRevision > 0:
+			rd.Reason = fmt.Sprintf("%d pods need a restart to get a current sidecar", p.NeedRestart+p.WrongRevision)
+		default:
+			rd.Reason = "no injector serves the namespace's selection"
+		}
+		if len(s.Injectors) == 0 {
+			rd.Safe = false
+			rd.Blockers = append(rd.Blockers, "Istio's sidecar injector is not installed")
+		} else if inj.Mode != InjectionNone && nsInjector == nil {
+			rd.Safe = false
+			rd.Blockers = append(rd.Blockers, "no injector webhook serves "+inj.Label)
+		}
+		return rd
+	case !s.Istio.PoliciesReadable:
+		return Readiness{Next: PhaseNone, Reason: "Istio policies could not be read",
+			Blockers: []string{s.Istio.Reason}}
+	}
+	m := nr.MTLS
+	switch {
+	case m.Mode == "DISABLE" || (m.Mode == "PERMISSIVE" && m.Source != "namespace"):
+		return Readiness{Next: PhasePermissive, Safe: true,
+			Reason: "pin the namespace with a PERMISSIVE PeerAuthentication; it accepts mTLS and plaintext alike"}
+	case m.Mode == "PERMISSIVE":
+		rd := Readiness{Next: PhaseVerify, Reason: "PERMISSIVE and meshed: verify that no plaintext arrives before STRICT"}
+		rd.Blockers = append(rd.Blockers, "traffic unknown: plaintext callers cannot be ruled out without telemetry")
+		if p.NotMeshed > 0 {
+			rd.Blockers = append(rd.Blockers, plural(p.NotMeshed, "pod stays", "pods stay")+" out of the mesh; under STRICT their calls to meshed pods fail")
+		}
+		if len(nr.DestinationRules) > 0 {
+			rd.Blockers = append(rd.Blockers, plural(len(nr.DestinationRules), "DestinationRule disables", "DestinationRules disable")+" TLS toward this namespace")
+		}
+		return rd
+	case m.Mode == "STRICT" && p.NotMeshed > 0:
+		return Readiness{Next: PhaseInject, Reason: "STRICT with unmeshed pods",
+			Blockers: []string{plural(p.NotMeshed, "pod has", "pods have") + " no sidecar under STRICT"}}
+	case m.Mode == "STRICT" && !nr.Authz.AllowNothing:
+		return Readiness{Next: PhaseAuthz, Reason: "STRICT: add ALLOW policies from observed callers, then allow-nothing",
+			Blockers: []string{"traffic unknown: ALLOW policies need the observed mTLS callers"}}
+	default:
+		return Readiness{Next: PhaseDone, Safe: true, Reason: "meshed, STRICT and deny-by-default"}
+	}
+}
+
+func summarize(r *Report) Summary {
+	sum := Summary{Namespaces: len(r.Namespaces), Findings: map[string]int{SeverityError: 0, SeverityWarning: 0, SeverityInfo: 0}, Next: map[string]int{}}
+	sortFindings(r.Findings)
+	for _, f := range r.Findings {
+		sum.Findings[f.Severity]++
+	}
+	for _, ns := range r.Namespaces {
+		for _, f := range ns.Findings {
+			sum.Findings[f.Severity]++
+		}
+		sum.Next[ns.Readiness.Next]++
+	}
+	return sum
+}

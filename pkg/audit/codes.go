@@ -1,0 +1,34 @@
+package audit
+
+// Finding codes. They are a stable interface for scripts: never renamed or
+// reused. docs/findings.md documents each one; a test checks that every code
+// here is documented there.
+const (
+	CodeNamespaceNotSelected       = "NamespaceNotSelected"
+	CodeNamespaceInjectionDisabled = "NamespaceInjectionDisabled"
+	CodeConflictingInjectionLabels = "ConflictingInjectionLabels"
+	CodeInjectorWebhookMissing     = "InjectorWebhookMissing"
+	CodeInjectorNotInstalled       = "InjectorNotInstalled"
+	CodeAmbientNamespace           = "AmbientNamespace"
+	CodePodNeedsRestart            = "PodNeedsRestart"
+	CodePodRevisionMismatch        = "PodRevisionMismatch"
+	CodePodSidecarNotExpected      = "PodSidecarNotExpected"
+	CodePodNotInjectable           = "PodNotInjectable"
+	CodeMTLSDisabled               = "MTLSDisabled"
+	CodeStrictWithUnmeshedPods     = "StrictWithUnmeshedPods"
+	CodePeerAuthenticationIgnored  = "PeerAuthenticationIgnored"
+	CodeWorkloadMTLSOverride       = "WorkloadMTLSOverride"
+	CodeDestinationRuleTLSDisabled = "DestinationRuleTLSDisabled"
+	CodeAutoMTLSDisabled           = "AutoMTLSDisabled"
+	CodeAllowNothingWithoutAllows  = "AllowNothingWithoutAllows"
+	CodeIstioPoliciesUnreadable    = "IstioPoliciesUnreadable"
+)
+
+// Codes lists every finding code.
+var Codes = []string{
+	CodeNamespaceNotSelected, CodeNamespaceInjectionDisabled, CodeConflictingInjectionLabels,
+	CodeInjectorWebhookMissing, CodeInjectorNotInstalled, CodeAmbientNamespace,
+	CodePodNeedsRestart, CodePodRevisionMismatch, CodePodSidecarNotExpected, CodePodNotInjectable,
+	CodeMTLSDisabled, CodeStrictWithUnmeshedPods, CodePeerAuthenticationIgnored, CodeWorkloadMTLSOverride,
+	CodeDestinationRuleTLSDisabled, CodeAutoMTLSDisabled, CodeAllowNothingWithoutAllows, CodeIstioPoliciesUnreadable,
+}

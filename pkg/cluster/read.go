@@ -1,0 +1,392 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/tools/pager"
+	"sigs.k8s.io/yaml"
+
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+)
+
+// DefaultPageSize is the page size of every list (limit/continue).
+const DefaultPageSize = 500
+
+// Clients are the API clients the reader uses. Each is an interface so unit
+// tests can hand in fakes.
+type Clients struct {
+	Kube     kubernetes.Interface
+	Istio    istioclient.Interface
+	Metadata metadata.Interface
+}
+
+// Scope says which namespaces to read.
+type Scope struct {
+	// Namespaces are read by name; ignored when AllNamespaces is set.
+	Namespaces    []string
+	AllNamespaces bool
+	// Selector is a label selector on namespaces.
+	Selector string
+}
+
+// Reader reads a Snapshot.
+type Reader struct {
+	Clients
+	PageSize int64
+	// Context and Server are copied into the snapshot to name the cluster.
+	Context, Server string
+	now             func() time.Time
+}
+
+// NewReader returns a Reader over the given clients.
+func NewReader(c Clients) *Reader {
+	return &Reader{Clients: c, PageSize: DefaultPageSize, now: time.Now}
+}
+
+var (
+	gvrReplicaSets = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
+	gvrJobs        = schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}
+)
+
+// Read takes a Snapshot of the namespaces in scope. Every kind is read once,
+// in pages; namespaced kinds with one cluster-wide list when the scope spans
+// the cluster and RBAC allows it, otherwise namespace by namespace.
+func (r *Reader) Read(ctx context.Context, scope Scope) (*Snapshot, error) {
+	if _, err := r.Kube.Discovery().ServerVersion(); err != nil {
+		return nil, reachError(r.Server, err)
+	}
+	nss, err := r.namespaces(ctx, scope)
+	if err != nil {
+		return nil, err
+	}
+	snap := &Snapshot{TakenAt: r.now().UTC(), Context: r.Context, Server: r.Server, Namespaces: nss}
+	names := make([]string, len(nss))
+	inScope := make(map[string]bool, len(nss))
+	for i, ns := range nss {
+		names[i] = ns.Name
+		inScope[ns.Name] = true
+	}
+	clusterWide := scope.AllNamespaces || scope.Selector != ""
+
+	// The injectors tell where istiod lives, which tells where the mesh
+	// config is, which names the root namespace the policies are read from.
+	if snap.Injectors, snap.IstiodNamespace, err = r.injectors(ctx); err != nil {
+		return nil, err
+	}
+	if snap.Mesh, err = r.meshConfig(ctx, snap.IstiodNamespace, snap.Injectors); err != nil {
+		return nil, err
+	}
+	if len(nss) == 0 {
+		return snap, nil
+	}
+	policyNamespaces := names
+	if !inScope[snap.Mesh.RootNamespace] {
+		policyNamespaces = append(append([]string{}, names...), snap.Mesh.RootNamespace)
+	}
+
+	var (
+		g         errgroup.Group
+		owners    = map[string]WorkloadRef{} // "ns/ReplicaSet/name" or "ns/Job/name" -> owner
+		ownersMu  sync.Mutex
+		rawOwners []podOwner
+	)
+	addOwners := func(kind string) func(runtime.Object) error {
+		return func(o runtime.Object) error {
+			m := o.(*metav1.PartialObjectMetadata)
+			if ref := metav1.GetControllerOf(m); ref != nil {
+				ownersMu.Lock()
+				owners[m.Namespace+"/"+kind+"/"+m.Name] = WorkloadRef{Kind: ref.Kind, Name: ref.Name}
+				ownersMu.Unlock()
+			}
+			return nil
+		}
+	}
+	for _, k := range []struct {
+		kind string
+		gvr  schema.GroupVersionResource
+	}{{"ReplicaSet", gvrReplicaSets}, {"Job", gvrJobs}} {
+		g.Go(func() error {
+			return r.listNamespaced(ctx, "list", k.gvr.Resource, names, clusterWide, func(ns string) pager.ListPageFunc {
+				return func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+					return r.Metadata.Resource(k.gvr).Namespace(ns).List(ctx, o)
+				}
+			}, inScope, addOwners(k.kind))
+		})
+	}
+	g.Go(func() error {
+		return r.listNamespaced(ctx, "list", "pods", names, clusterWide, func(ns string) pager.ListPageFunc {
+			return func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return r.Kube.CoreV1().Pods(ns).List(ctx, o)
+			}
+		}, inScope, func(o runtime.Object) error {
+			p := o.(*corev1.Pod)
+			pod, owner := podFrom(p)
+			snap.Pods = append(snap.Pods, pod)
+			rawOwners = append(rawOwners, owner)
+			return nil
+		})
+	})
+	g.Go(func() error {
+		avail, err := r.istioPolicies(ctx, snap, names, policyNamespaces, clusterWide)
+		snap.Istio = avail
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for i := range snap.Pods {
+		snap.Pods[i].Owner = resolveOwner(snap.Pods[i], rawOwners[i], owners)
+	}
+	sort.Slice(snap.Pods, func(i, j int) bool {
+		a, b := snap.Pods[i], snap.Pods[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	return snap, nil
+}
+
+// namespaces resolves the scope to namespaces, sorted by name. A named
+// namespace that does not exist is an error, not an empty report.
+func (r *Reader) namespaces(ctx context.Context, scope Scope) ([]Namespace, error) {
+	var out []Namespace
+	add := func(n *corev1.Namespace) {
+		out = append(out, Namespace{Name: n.Name, UID: string(n.UID), ResourceVersion: n.ResourceVersion, Labels: n.Labels, Annotations: n.Annotations})
+	}
+	if scope.AllNamespaces || (scope.Selector != "" && len(scope.Namespaces) == 0) {
+		err := r.each(ctx, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = scope.Selector
+			return r.Kube.CoreV1().Namespaces().List(ctx, o)
+		}, func(o runtime.Object) error { add(o.(*corev1.Namespace)); return nil })
+		if err != nil {
+			return nil, apiError("list", "namespaces", "", err)
+		}
+	} else {
+		sel, err := parseSelector(scope.Selector)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range scope.Namespaces {
+			n, err := r.Kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("namespace %q not found: check the name and --context", name)
+			}
+			if err != nil {
+				return nil, apiError("get", "namespaces", "", err)
+			}
+			if sel.Matches(labelSet(n.Labels)) {
+				add(n)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// each visits every item of a paged list.
+func (r *Reader) each(ctx context.Context, page pager.ListPageFunc, visit func(runtime.Object) error) error {
+	p := pager.New(page)
+	p.PageSize = r.PageSize
+	return p.EachListItem(ctx, metav1.ListOptions{}, visit)
+}
+
+// listNamespaced visits a namespaced kind across the audited namespaces: one
+// cluster-wide list when the scope spans the cluster (items outside the scope
+// are skipped), falling back to one list per namespace when RBAC forbids the
+// cluster-wide list. A forbidden per-namespace list is an error that names
+// the verb and resource.
+func (r *Reader) listNamespaced(ctx context.Context, verb, resource string, namespaces []string, clusterWide bool,
+	page func(ns string) pager.ListPageFunc, inScope map[string]bool, visit func(runtime.Object) error) error {
+	filtered := func(o runtime.Object) error {
+		m, err := metaOf(o)
+		if err != nil {
+			return err
+		}
+		if !inScope[m.GetNamespace()] {
+			return nil
+		}
+		return visit(o)
+	}
+	if clusterWide {
+		err := r.each(ctx, page(metav1.NamespaceAll), filtered)
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsForbidden(err) {
+			return apiError(verb, resource, "", err)
+		}
+	}
+	for _, ns := range namespaces {
+		if err := r.each(ctx, page(ns), filtered); err != nil {
+			return apiError(verb, resource, ns, err)
+		}
+	}
+	return nil
+}
+
+func metaOf(o runtime.Object) (metav1.Object, error) {
+	if m, ok := o.(metav1.Object); ok {
+		return m, nil
+	}
+	return nil, fmt.Errorf("unexpected list item %T", o)
+}
+
+// podOwner is a pod's controller reference before ReplicaSets and Jobs are
+// resolved to their own owners.
+type podOwner struct{ kind, name string }
+
+// istioAnnotation tells whether a pod annotation matters to the audit; the
+// rest (last-applied-configuration and friends) is dropped to save memory.
+func istioAnnotation(k string) bool {
+	return strings.Contains(k, "istio.io/")
+}
+
+func podFrom(p *corev1.Pod) (Pod, podOwner) {
+	pod := Pod{
+		Namespace:      p.Namespace,
+		Name:           p.Name,
+		Labels:         p.Labels,
+		HostNetwork:    p.Spec.HostNetwork,
+		ServiceAccount: p.Spec.ServiceAccountName,
+		Phase:          string(p.Status.Phase),
+		CreatedAt:      p.CreationTimestamp.Time,
+	}
+	for k, v := range p.Annotations {
+		if istioAnnotation(k) {
+			if pod.Annotations == nil {
+				pod.Annotations = map[string]string{}
+			}
+			pod.Annotations[k] = v
+		}
+	}
+	for _, c := range p.Spec.Containers {
+		pod.Containers = append(pod.Containers, Container{Name: c.Name, Image: c.Image})
+	}
+	for _, c := range p.Spec.InitContainers {
+		always := c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		pod.InitContainers = append(pod.InitContainers, Container{Name: c.Name, Image: c.Image, RestartAlways: always})
+	}
+	var owner podOwner
+	if ref := metav1.GetControllerOf(p); ref != nil {
+		owner = podOwner{kind: ref.Kind, name: ref.Name}
+	}
+	return pod, owner
+}
+
+// resolveOwner walks ReplicaSet -> Deployment and Job -> CronJob, the way
+// kubectl names a pod's workload.
+func resolveOwner(p Pod, o podOwner, owners map[string]WorkloadRef) WorkloadRef {
+	if o.kind == "" {
+		return WorkloadRef{Kind: "Pod", Name: p.Name}
+	}
+	if o.kind == "ReplicaSet" || o.kind == "Job" {
+		if top, ok := owners[p.Namespace+"/"+o.kind+"/"+o.name]; ok {
+			return top
+		}
+	}
+	return WorkloadRef{Kind: o.kind, Name: o.name}
+}
+
+// reachError explains a failure to reach the API server at all.
+func reachError(server string, err error) error {
+	var ue *url.Error
+	var ne net.Error
+	if errors.As(err, &ue) || errors.As(err, &ne) {
+		return fmt.Errorf("cannot reach the Kubernetes API server %s: %w (check --kubeconfig and --context)", server, err)
+	}
+	return apiError("get", "version", "", err)
+}
+
+// apiError wraps an API error with the verb and resource that failed and,
+// for RBAC denials, what the caller needs.
+func apiError(verb, resource, ns string, err error) error {
+	where := "cluster-wide"
+	if ns != "" {
+		where = "in namespace " + ns
+	}
+	if apierrors.IsForbidden(err) {
+		return &ForbiddenError{Verb: verb, Resource: resource, Namespace: ns, Err: err}
+	}
+	return fmt.Errorf("%s %s %s: %w", verb, resource, where, err)
+}
+
+// ForbiddenError is an RBAC denial, naming the verb and resource.
+type ForbiddenError struct {
+	Verb, Resource, Namespace string
+	Err                       error
+}
+
+func (e *ForbiddenError) Error() string {
+	where := "cluster-wide"
+	if e.Namespace != "" {
+		where = "in namespace " + e.Namespace
+	}
+	return fmt.Sprintf("forbidden: cannot %s %s %s; grant the verb %q on %q (see deploy/rbac in the README): %v",
+		e.Verb, e.Resource, where, e.Verb, e.Resource, e.Err)
+}
+
+func (e *ForbiddenError) Unwrap() error { return e.Err }
+
+// meshConfigData is the subset of Istio's MeshConfig the audit reads.
+type meshConfigData struct {
+	RootNamespace  string `json:"rootNamespace"`
+	TrustDomain    string `json:"trustDomain"`
+	EnableAutoMtls *bool  `json:"enableAutoMtls"`
+}
+
+// meshConfig reads the mesh ConfigMap: "istio" (or "istio-<rev>" for a
+// revisioned install) in istiod's namespace, key "mesh" (ISTIO.md 2.2).
+// Absent, Istio's defaults apply.
+func (r *Reader) meshConfig(ctx context.Context, istiodNS string, injectors []InjectorWebhook) (MeshConfig, error) {
+	mc := MeshConfig{RootNamespace: "istio-system", TrustDomain: "cluster.local", EnableAutoMTLS: true, Source: "defaults"}
+	candidates := []string{"istio"}
+	seen := map[string]bool{"istio": true}
+	for _, w := range injectors {
+		if name := "istio-" + w.Revision; w.Revision != "" && w.Revision != "default" && !seen[name] {
+			seen[name] = true
+			candidates = append(candidates, name)
+		}
+	}
+	for _, name := range candidates {
+		cm, err := r.Kube.CoreV1().ConfigMaps(istiodNS).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return mc, apiError("get", "configmaps", istiodNS, err)
+		}
+		var d meshConfigData
+		if err := yaml.Unmarshal([]byte(cm.Data["mesh"]), &d); err != nil {
+			return mc, fmt.Errorf("parse mesh config %s/%s key mesh: %w", istiodNS, name, err)
+		}
+		if d.RootNamespace != "" {
+			mc.RootNamespace = d.RootNamespace
+		}
+		if d.TrustDomain != "" {
+			mc.TrustDomain = d.TrustDomain
+		}
+		if d.EnableAutoMtls != nil {
+			mc.EnableAutoMTLS = *d.EnableAutoMtls
+		}
+		mc.Source = istiodNS + "/" + name
+		return mc, nil
+	}
+	return mc, nil
+}
