@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+)
+
+const auditExample = `  # Audit the current namespace
+  kubectl meshmigrate audit
+
+  # Audit every namespace, with each pod listed
+  kubectl meshmigrate audit -A -o wide
+
+  # Audit the namespaces of one team, as JSON for a script
+  kubectl meshmigrate audit -l team=payments -o json
+
+  # Exit code: 0 clean, 1 error, 2 findings need attention
+  kubectl meshmigrate audit -n shop || echo "exit $?"`
+
+// snapshotReader reads the cluster; *cluster.Reader in production, a fake in
+// tests.
+type snapshotReader interface {
+	Read(ctx context.Context, scope cluster.Scope) (*cluster.Snapshot, error)
+}
+
+// AuditOptions are the options of `kubectl meshmigrate audit`.
+type AuditOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	AllNamespaces bool
+	Selector      string
+	Output        string
+
+	scope  cluster.Scope
+	reader snapshotReader
+	color  bool
+}
+
+// NewAuditOptions returns options with their defaults.
+func NewAuditOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *AuditOptions {
+	return &AuditOptions{configFlags: configFlags, IOStreams: streams, Output: "table"}
+}
+
+// NewCmdAudit builds `kubectl meshmigrate audit`.
+func NewCmdAudit(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewAuditOptions(configFlags, streams)
+	cmd := &cobra.Command{
+		Use:   "audit [-n NS[,NS...] | -A] [-l SELECTOR] [-o table|wide|json|yaml]",
+		Short: "Report where each namespace stands: injection, pods, mTLS, authorization, next phase",
+		Long: `Audit reads the cluster (never changing it) and reports, per namespace: how it is
+selected for sidecar injection and by which injector, which pods are meshed or
+need a restart, the effective mTLS mode and where it comes from, DestinationRules
+that turn TLS off toward it, its AuthorizationPolicies, findings with stable codes
+(docs/findings.md), and which migration phase is safe next.
+
+Exit codes: 0 clean, 1 error, 2 findings (errors or warnings) need attention.`,
+		Example: auditExample,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(cmd); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Audit every namespace (Istio's own and the ignored system namespaces are listed but not judged)")
+	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Audit the namespaces whose labels match this selector (e.g. team=payments)")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "Output format: table, wide, json or yaml")
+	return cmd
+}
+
+// Complete fills the options from flags and the kubeconfig.
+func (o *AuditOptions) Complete(cmd *cobra.Command) error {
+	o.scope = cluster.Scope{AllNamespaces: o.AllNamespaces, Selector: o.Selector}
+	if !o.AllNamespaces {
+		nsFlag := ""
+		if f := cmd.Flags().Lookup("namespace"); f != nil && f.Changed {
+			nsFlag = f.Value.String()
+		}
+		if nsFlag != "" {
+			for _, ns := range strings.Split(nsFlag, ",") {
+				if ns = strings.TrimSpace(ns); ns != "" {
+					o.scope.Namespaces = append(o.scope.Namespaces, ns)
+				}
+			}
+		} else if o.Selector == "" {
+			ns, _, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
+			if err != nil {
+				return fmt.Errorf("resolve the current namespace from the kubeconfig: %w", err)
+			}
+			o.scope.Namespaces = []string{ns}
+		}
+	}
+	o.color = colorEnabled(o.Out)
+	if o.reader != nil {
+		return nil
+	}
+	reader, err := newReader(o.configFlags)
+	if err != nil {
+		return err
+	}
+	o.reader = reader
+	return nil
+}
+
+// newReader builds a cluster reader from the kubectl flags.
+func newReader(configFlags *genericclioptions.ConfigFlags) (*cluster.Reader, error) {
+	cfg, err := configFlags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load the kubeconfig: %w (check --kubeconfig, --context or KUBECONFIG)", err)
+	}
+	cfg.UserAgent = "kubectl-meshmigrate/" + version
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the Kubernetes client: %w", err)
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the Istio client: %w", err)
+	}
+	md, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the metadata client: %w", err)
+	}
+	r := cluster.NewReader(cluster.Clients{Kube: kube, Istio: ic, Metadata: md})
+	r.Server = cfg.Host
+	if raw, err := configFlags.ToRawKubeConfigLoader().RawConfig(); err == nil {
+		r.Context = raw.CurrentContext
+		if configFlags.Context != nil && *configFlags.Context != "" {
+			r.Context = *configFlags.Context
+		}
+	}
+	return r, nil
+}
+
+// Validate rejects bad input before anything is read.
+func (o *AuditOptions) Validate() error {
+	switch o.Output {
+	case "table", "wide", "json", "yaml":
+	default:
+		return fmt.Errorf("unknown output format %q: use table, wide, json or yaml", o.Output)
+	}
+	if o.Selector != "" {
+		if _, err := labels.Parse(o.Selector); err != nil {
+			return fmt.Errorf("invalid --selector %q: %w", o.Selector, err)
+		}
+	}
+	if !o.scope.AllNamespaces && o.scope.Selector == "" && len(o.scope.Namespaces) == 0 {
+		return fmt.Errorf("no namespace to audit: pass -n NAMESPACE, -l SELECTOR or -A")
+	}
+	return nil
+}
+
+// Run reads the cluster, audits it and prints the report. It returns
+// errNeedsAttention (exit 2) when a finding is an error or a warning.
+func (o *AuditOptions) Run(ctx context.Context) error {
+	snap, err := o.reader.Read(ctx, o.scope)
+	if err != nil {
+		return err
+	}
+	report := audit.Audit(snap)
+	if len(report.Namespaces) == 0 && o.scope.Selector != "" {
+		fmt.Fprintf(o.ErrOut, "No namespace matches the selector %q.\n", o.scope.Selector)
+	}
+	if err := printReport(o.Out, report, o.Output, o.color); err != nil {
+		return err
+	}
+	if report.NeedsAttention() {
+		return errNeedsAttention
+	}
+	return nil
+}

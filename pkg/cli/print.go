@@ -1,0 +1,254 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/mattn/go-isatty"
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+)
+
+// colorEnabled is true only when w is a terminal and the user has not asked
+// for no colour (https://no-color.org: NO_COLOR set to anything).
+func colorEnabled(w io.Writer) bool {
+	if _, set := os.LookupEnv("NO_COLOR"); set || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+const (
+	ansiRed    = "\x1b[31m"
+	ansiYellow = "\x1b[33m"
+	ansiGreen  = "\x1b[32m"
+	ansiReset  = "\x1b[0m"
+)
+
+func paint(on bool, color, s string) string {
+	if !on || s == "" {
+		return s
+	}
+	return color + s + ansiReset
+}
+
+// newTable returns a kubectl-style table: no borders, left aligned, columns
+// separated by spaces.
+func newTable(w io.Writer) *tablewriter.Table {
+	return tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
+			Borders: tw.BorderNone,
+			Symbols: tw.NewSymbols(tw.StyleNone),
+			Settings: tw.Settings{
+				Separators: tw.Separators{BetweenRows: tw.Off, BetweenColumns: tw.Off},
+				Lines:      tw.Lines{ShowHeaderLine: tw.Off},
+			},
+		})),
+		tablewriter.WithConfig(tablewriter.Config{
+			Header: tw.CellConfig{
+				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
+				Formatting: tw.CellFormatting{AutoFormat: tw.Off},
+				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
+			},
+			Row: tw.CellConfig{
+				Alignment:  tw.CellAlignment{Global: tw.AlignLeft},
+				Formatting: tw.CellFormatting{AutoWrap: tw.WrapNone},
+				Padding:    tw.CellPadding{Global: tw.Padding{Right: "   "}},
+			},
+		}),
+	)
+}
+
+func printReport(w io.Writer, r *audit.Report, format string, color bool) error {
+	switch format {
+	case "json":
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode the report as JSON: %w", err)
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode the report as YAML: %w", err)
+		}
+		_, err = w.Write(b)
+		return err
+	default:
+		return printTables(w, r, format == "wide", color)
+	}
+}
+
+func mtlsCell(m audit.MTLS) string {
+	if m.Source == "default" || m.Source == "unavailable" {
+		return fmt.Sprintf("%s (%s)", m.Mode, m.Source)
+	}
+	return fmt.Sprintf("%s (%s %s)", m.Mode, m.Source, m.Policy)
+}
+
+func injectionCell(i audit.Injection) string {
+	switch {
+	case i.Mode == audit.InjectionRevision && i.Tag != "":
+		return fmt.Sprintf("rev %s (tag %s)", i.Revision, i.Tag)
+	case i.Mode == audit.InjectionRevision && i.Revision != "":
+		return "rev " + i.Revision
+	case i.Mode == audit.InjectionRevision:
+		return i.Label + " (no injector)"
+	case i.Mode == audit.InjectionEnabled && i.Webhook == "":
+		return "enabled (no injector)"
+	}
+	return i.Mode
+}
+
+func authzCell(a audit.Authz) string {
+	switch {
+	case a.AllowNothing:
+		return fmt.Sprintf("%d, allow-nothing", a.Policies)
+	case a.AllowNothingDryRun:
+		return fmt.Sprintf("%d, allow-nothing dry-run", a.Policies)
+	}
+	return fmt.Sprint(a.Policies)
+}
+
+func nextCell(rd audit.Readiness, color bool) string {
+	switch {
+	case rd.Next == audit.PhaseNone:
+		return "-"
+	case rd.Next == audit.PhaseDone:
+		return paint(color, ansiGreen, "done")
+	case rd.Safe:
+		return paint(color, ansiGreen, rd.Next)
+	}
+	return paint(color, ansiYellow, rd.Next+" (blocked)")
+}
+
+func findingsCell(fs []audit.Finding, color bool) string {
+	counts := map[string]int{}
+	for _, f := range fs {
+		counts[f.Severity]++
+	}
+	var parts []string
+	if n := counts[audit.SeverityError]; n > 0 {
+		parts = append(parts, paint(color, ansiRed, fmt.Sprintf("%d error", n)))
+	}
+	if n := counts[audit.SeverityWarning]; n > 0 {
+		parts = append(parts, paint(color, ansiYellow, fmt.Sprintf("%d warning", n)))
+	}
+	if n := counts[audit.SeverityInfo]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d info", n))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func severityCell(s string, color bool) string {
+	switch s {
+	case audit.SeverityError:
+		return paint(color, ansiRed, strings.ToUpper(s))
+	case audit.SeverityWarning:
+		return paint(color, ansiYellow, strings.ToUpper(s))
+	}
+	return strings.ToUpper(s)
+}
+
+func printTables(w io.Writer, r *audit.Report, wide, color bool) error {
+	if len(r.Namespaces) == 0 {
+		_, err := fmt.Fprintln(w, "No namespaces to audit.")
+		return err
+	}
+	t := newTable(w)
+	header := []string{"NAMESPACE", "INJECTION", "PODS", "MESHED", "RESTART", "MTLS", "AUTHZ", "TRAFFIC", "NEXT", "FINDINGS"}
+	if wide {
+		header = append(header, "WRONG-REV", "NOT-INJECTABLE", "DR-TLS-OFF", "WEBHOOK")
+	}
+	t.Header(header)
+	for _, ns := range r.Namespaces {
+		row := []string{ns.Name, injectionCell(ns.Injection), fmt.Sprint(ns.Pods.Total), fmt.Sprint(ns.Pods.Meshed), fmt.Sprint(ns.Pods.NeedRestart),
+			mtlsCell(ns.MTLS), authzCell(ns.Authz), ns.Traffic.Status, nextCell(ns.Readiness, color), findingsCell(ns.Findings, color)}
+		if wide {
+			webhook := ns.Injection.Webhook
+			if webhook == "" {
+				webhook = "-"
+			}
+			row = append(row, fmt.Sprint(ns.Pods.WrongRevision), fmt.Sprint(ns.Pods.NotInjectable), fmt.Sprint(len(ns.DestinationRules)), webhook)
+		}
+		if err := t.Append(row); err != nil {
+			return err
+		}
+	}
+	if err := t.Render(); err != nil {
+		return err
+	}
+
+	if wide {
+		fmt.Fprintln(w)
+		pt := newTable(w)
+		pt.Header([]string{"NAMESPACE", "POD", "WORKLOAD", "STATE", "SIDECAR", "REVISION", "REASON"})
+		for _, ns := range r.Namespaces {
+			for _, p := range ns.Pods.Items {
+				if err := pt.Append([]string{ns.Name, p.Name, p.Workload, p.State, dash(p.Sidecar), dash(p.Revision), dash(p.Reason)}); err != nil {
+					return err
+				}
+			}
+		}
+		if err := pt.Render(); err != nil {
+			return err
+		}
+	}
+
+	// Findings: errors and warnings always, info only in wide output.
+	type row struct {
+		ns string
+		f  audit.Finding
+	}
+	var rows []row
+	for _, f := range r.Findings {
+		rows = append(rows, row{"*", f})
+	}
+	for _, ns := range r.Namespaces {
+		for _, f := range ns.Findings {
+			rows = append(rows, row{ns.Name, f})
+		}
+	}
+	ft := newTable(w)
+	ft.Header([]string{"SEVERITY", "NAMESPACE", "CODE", "OBJECT", "MESSAGE"})
+	shown, hidden := 0, 0
+	for _, rw := range rows {
+		if rw.f.Severity == audit.SeverityInfo && !wide {
+			hidden++
+			continue
+		}
+		shown++
+		if err := ft.Append([]string{severityCell(rw.f.Severity, color), rw.ns, rw.f.Code, rw.f.Object, rw.f.Message}); err != nil {
+			return err
+		}
+	}
+	if shown > 0 {
+		fmt.Fprintln(w)
+		if err := ft.Render(); err != nil {
+			return err
+		}
+	}
+	if hidden > 0 {
+		fmt.Fprintf(w, "\n%d info findings not shown: use -o wide or -o json.\n", hidden)
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,34 @@
+// Package cli wires the kubectl-meshmigrate commands: flags, option
+// validation and printing. The work itself lives in pkg/cluster and
+// pkg/audit, which know nothing of flags.
+package cli
+
+import (
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+// NewRootCommand builds `kubectl meshmigrate` with its subcommands. The
+// standard kubectl flags (--kubeconfig, --context, -n, --as, ...) come from
+// cli-runtime's ConfigFlags, shared by every subcommand.
+func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	configFlags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:   "kubectl-meshmigrate",
+		Short: "Move namespaces safely into the Istio mesh: audit, plan, STRICT mTLS, deny-by-default",
+		Long: `kubectl meshmigrate takes namespaces from "no sidecars, plaintext traffic" to
+"every pod meshed, STRICT mTLS, deny-by-default authorization" without breaking live traffic.
+
+Start with an audit:  kubectl meshmigrate audit -A`,
+		Annotations: map[string]string{
+			cobra.CommandDisplayNameAnnotation: "kubectl meshmigrate",
+		},
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	configFlags.AddFlags(root.PersistentFlags())
+	root.AddCommand(NewCmdAudit(configFlags, streams))
+	root.AddCommand(NewCmdVersion(streams))
+	return root
+}
