@@ -57,7 +57,12 @@ func NewAuditOptions(configFlags *genericclioptions.ConfigFlags, streams generic
 
 // NewCmdAudit builds `kubectl meshmigrate audit`.
 func NewCmdAudit(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	return newCmdAudit(configFlags, streams, nil)
+}
+
+func newCmdAudit(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
 	o := NewAuditOptions(configFlags, streams)
+	o.reader = reader
 	cmd := &cobra.Command{
 		Use:   "audit [-n NS[,NS...] | -A] [-l SELECTOR] [-o table|wide|json|yaml]",
 		Short: "Report where each namespace stands: injection, pods, mTLS, authorization, next phase",

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,10 +41,17 @@ func paint(on bool, color, s string) string {
 	return color + s + ansiReset
 }
 
-// newTable returns a kubectl-style table: no borders, left aligned, columns
-// separated by spaces.
-func newTable(w io.Writer) *tablewriter.Table {
-	return tablewriter.NewTable(w,
+// table is a kubectl-style table: no borders, left aligned, columns
+// separated by three spaces, no trailing blanks.
+type table struct {
+	*tablewriter.Table
+	buf bytes.Buffer
+	out io.Writer
+}
+
+func newTable(w io.Writer) *table {
+	t := &table{out: w}
+	t.Table = tablewriter.NewTable(&t.buf,
 		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
 			Borders: tw.BorderNone,
 			Symbols: tw.NewSymbols(tw.StyleNone),
@@ -65,6 +73,24 @@ func newTable(w io.Writer) *tablewriter.Table {
 			},
 		}),
 	)
+	return t
+}
+
+// Render writes the table, each line without its trailing padding.
+func (t *table) Render() error {
+	if err := t.Table.Render(); err != nil {
+		return err
+	}
+	for _, line := range strings.SplitAfter(t.buf.String(), "\n") {
+		trimmed := strings.TrimRight(line, " \n")
+		if trimmed == "" && !strings.HasSuffix(line, "\n") {
+			continue
+		}
+		if _, err := io.WriteString(t.out, trimmed+"\n"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func printReport(w io.Writer, r *audit.Report, format string, color bool) error {
@@ -138,18 +164,26 @@ func findingsCell(fs []audit.Finding, color bool) string {
 	}
 	var parts []string
 	if n := counts[audit.SeverityError]; n > 0 {
-		parts = append(parts, paint(color, ansiRed, fmt.Sprintf("%d error", n)))
+		parts = append(parts, paint(color, ansiRed, count(n, "error")))
 	}
 	if n := counts[audit.SeverityWarning]; n > 0 {
-		parts = append(parts, paint(color, ansiYellow, fmt.Sprintf("%d warning", n)))
+		parts = append(parts, paint(color, ansiYellow, count(n, "warning")))
 	}
 	if n := counts[audit.SeverityInfo]; n > 0 {
-		parts = append(parts, fmt.Sprintf("%d info", n))
+		parts = append(parts, count(n, "info"))
 	}
 	if len(parts) == 0 {
 		return "-"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// count is "1 warning", "2 warnings"; info stays uncounted as a noun.
+func count(n int, noun string) string {
+	if n != 1 && noun != "info" {
+		noun += "s"
+	}
+	return fmt.Sprintf("%d %s", n, noun)
 }
 
 func severityCell(s string, color bool) string {

@@ -13,6 +13,12 @@ import (
 // standard kubectl flags (--kubeconfig, --context, -n, --as, ...) come from
 // cli-runtime's ConfigFlags, shared by every subcommand.
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	return newRootCommand(streams, nil)
+}
+
+// newRootCommand lets tests hand in a fake cluster reader; nil reads the
+// cluster the flags point at.
+func newRootCommand(streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
 	configFlags := genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
 		Use:   "kubectl-meshmigrate",
@@ -28,7 +34,7 @@ Start with an audit:  kubectl meshmigrate audit -A`,
 		SilenceUsage:  true,
 	}
 	configFlags.AddFlags(root.PersistentFlags())
-	root.AddCommand(NewCmdAudit(configFlags, streams))
+	root.AddCommand(newCmdAudit(configFlags, streams, reader))
 	root.AddCommand(NewCmdVersion(streams))
 	return root
 }
