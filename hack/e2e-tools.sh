@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler) and kwok/kwokctl from their Go
+# kube-controller-manager, kube-scheduler), kubectl, and kwok/kwokctl from their Go
 # modules into a cache folder keyed by version, so that e2e tests run a real
 # API server on machines without Docker (../shared/E2E-CLUSTER.md).
 # A warm cache makes this a no-op. Prints the bin folder on stdout.
@@ -21,7 +21,7 @@ staging_module() {
 	# replace (./staging/src/k8s.io/X) to the published k8s.io/X v0.Y.Z.
 	local dir=$CACHE/src/kubernetes-$KUBE_VERSION
 	local minor=v0.${KUBE_VERSION#v1.}
-	if [ -f "$dir/.ready" ]; then echo "$dir"; return; fi
+	if [ -f "$dir/.ready-with-kubectl" ]; then echo "$dir"; return; fi
 	rm -rf "$dir" && mkdir -p "$dir"
 	(
 		cd "$dir"
@@ -41,17 +41,18 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
 		go mod tidy >&2
 	)
-	touch "$dir/.ready"
+	touch "$dir/.ready-with-kubectl"
 	echo "$dir"
 }
 
 build_kube() {
 	local need=()
-	for c in kube-apiserver kube-controller-manager kube-scheduler; do
+	for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
 		[ -x "$BIN/$c" ] || need+=("$c")
 	done
 	[ ${#need[@]} -eq 0 ] && return

@@ -220,7 +220,7 @@ func namespaceFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceRe
 	}
 	for _, g := range groupByWorkload(nr.Pods.Items, PodWrongRevision) {
 		add(CodePodRevisionMismatch, SeverityWarning, g.workload,
-			fmt.Sprintf("%s: %s: %s", plural(len(g.pods), "pod has a", "pods have a"), g.reason, restartHint(g.workload, ns.Name)))
+			fmt.Sprintf("%s (%s): %s", plural(len(g.pods), "pod runs an old sidecar", "pods run an old sidecar"), g.reason, restartHint(g.workload, ns.Name)))
 	}
 	for _, g := range groupByWorkload(nr.Pods.Items, PodSidecarNotExpected) {
 		add(CodePodSidecarNotExpected, SeverityInfo, g.workload,
@@ -228,7 +228,7 @@ func namespaceFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceRe
 	}
 	for _, g := range groupByWorkload(nr.Pods.Items, PodNotInjectable) {
 		add(CodePodNotInjectable, SeverityInfo, g.workload,
-			fmt.Sprintf("%s stay out of the mesh (%s); under STRICT their calls to meshed pods fail", plural(len(g.pods), "pod", "pods"), g.reason))
+			fmt.Sprintf("%s out of the mesh (%s); under STRICT its calls to meshed pods fail", plural(len(g.pods), "pod stays", "pods stay"), g.reason))
 	}
 
 	if s.Istio.PoliciesReadable {
