@@ -3,7 +3,8 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 
 BIN        := bin/kubectl-meshmigrate
-CACHE      := $(CURDIR)/.cache
+# Built tools are cached outside the work tree so fresh clones reuse them.
+CACHE      ?= $(or $(MESHMIGRATE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kubectl-meshmigrate)
 GOBIN_DIR  := $(CACHE)/tools
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
@@ -29,7 +30,7 @@ test: lint unit e2e ## Everything CI runs: lint, unit and e2e tests
 unit: ## Unit tests (no cluster needed)
 	go test -count=1 ./...
 
-e2e-tools: ## Build the local control plane (etcd, kube-*, kubectl, kwok) into .cache (cached by version)
+e2e-tools: ## Build the local control plane (etcd, kube-*, kubectl, kwok), cached by version
 	bash hack/e2e-tools.sh
 
 e2e: ## E2E tests against a real API server (E2E_PROVIDER=kwok, default, or kind)

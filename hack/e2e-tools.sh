@@ -9,8 +9,8 @@ set -euo pipefail
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.5}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${E2E_CACHE:-$ROOT/.cache/e2e-tools}
+# Outside the work tree, so fresh clones on a warm machine reuse it.
+CACHE=${E2E_CACHE:-${MESHMIGRATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-meshmigrate}/e2e-tools}
 BIN=$CACHE/bin-kube${KUBE_VERSION}-etcd${ETCD_VERSION}-kwok${KWOK_VERSION}
 mkdir -p "$BIN"
 

@@ -63,7 +63,7 @@ func main() {
 func step(format string, a ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", a...) }
 
 func up(ctx context.Context, dir string) error {
-	step("building the control plane binaries (cached under .cache/e2e-tools)")
+	step("building the control plane binaries (cached under ~/.cache/kubectl-meshmigrate)")
 	bin, err := e2e.Tools(ctx)
 	if err != nil {
 		return err
