@@ -88,6 +88,7 @@ Exit codes: 0 clean, 1 error, 2 findings (errors or warnings) need attention.`,
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Audit every namespace (Istio's own and the ignored system namespaces are listed but not judged)")
 	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Audit the namespaces whose labels match this selector (e.g. team=payments)")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "Output format: table, wide, json or yaml")
+	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json", "yaml"))
 	return cmd
 }
 

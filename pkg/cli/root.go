@@ -34,6 +34,7 @@ Start with an audit:  kubectl meshmigrate audit -A`,
 		SilenceUsage:  true,
 	}
 	configFlags.AddFlags(root.PersistentFlags())
+	registerCompletions(root, configFlags)
 	root.AddCommand(newCmdAudit(configFlags, streams, reader))
 	root.AddCommand(NewCmdVersion(streams))
 	return root

@@ -49,5 +49,6 @@ func NewCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "Output format: json")
+	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("json"))
 	return cmd
 }

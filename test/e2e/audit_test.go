@@ -301,3 +301,25 @@ func TestRestartClearsFinding(t *testing.T) {
 		Feature()
 	testenv.Test(t, f)
 }
+
+// TestCompletion completes `kubectl meshmigrate audit -n sh<TAB>` through
+// kubectl's own plugin completion, which runs kubectl_complete-meshmigrate.
+func TestCompletion(t *testing.T) {
+	f := features.New("kubectl completes the plugin's flags from the cluster").
+		Assess("namespaces for -n", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+			out, stderr, code := run(t, c, kubectl, "__complete", "meshmigrate", "audit", "-n", "sh")
+			if code != 0 || !strings.Contains(out, "shop\n") || strings.Contains(out, "orders") {
+				t.Errorf("exit %d, stdout %q, stderr %q", code, out, stderr)
+			}
+			return ctx
+		}).
+		Assess("subcommands", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+			out, _, _ := run(t, c, kubectl, "__complete", "meshmigrate", "au")
+			if !strings.HasPrefix(out, "audit") {
+				t.Errorf("stdout %q", out)
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}

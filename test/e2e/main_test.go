@@ -72,6 +72,14 @@ func TestMain(m *testing.M) {
 	if err := build.Run(); err != nil {
 		klog.Fatalf("build the plugin: %v", err)
 	}
+	// kubectl's plugin completion runs this helper from PATH, as after install.
+	helper, err := os.ReadFile(filepath.Join(root, "hack", "kubectl_complete-meshmigrate"))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(pluginDir, "kubectl_complete-meshmigrate"), helper, 0o755)
+	}
+	if err != nil {
+		klog.Fatalf("install the completion helper: %v", err)
+	}
 	pathDirs = []string{pluginDir}
 
 	name := envconf.RandomName(clusterPrefix, 24)
