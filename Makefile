@@ -14,10 +14,14 @@ LDFLAGS    := -s -w -X $(PKG).version=$(VERSION) -X $(PKG).commit=$(COMMIT) -X $
 
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(GOBIN_DIR)/staticcheck-$(STATICCHECK_VERSION)
+# v2.16 and v2.17 depend (through nfpm's msix support) on a module our Go
+# module proxy refuses to serve; v2.15.0 is the newest that installs here.
+GORELEASER_VERSION := v2.15.0
+GORELEASER := $(GOBIN_DIR)/goreleaser-$(GORELEASER_VERSION)
 
 E2E_PROVIDER ?= kwok
 
-.PHONY: help build test unit e2e e2e-tools demo demo-down lint fmt vet staticcheck bench clean
+.PHONY: help build test unit e2e e2e-tools demo demo-down lint fmt vet staticcheck bench release-snapshot verify-release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,7 +29,7 @@ help: ## List the targets
 build: ## Build bin/kubectl-meshmigrate
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/kubectl-meshmigrate
 
-test: lint unit e2e ## Everything CI runs: lint, unit and e2e tests
+test: lint unit e2e verify-release ## Everything CI runs: lint, unit, e2e tests and the release check
 
 unit: ## Unit tests (no cluster needed)
 	go test -count=1 ./...
@@ -68,6 +72,26 @@ $(STATICCHECK):
 
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) -tags e2e ./...
+
+$(GORELEASER):
+	mkdir -p $(GOBIN_DIR)/goreleaser-build
+	GOBIN=$(GOBIN_DIR)/goreleaser-build go install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+	mv $(GOBIN_DIR)/goreleaser-build/goreleaser $@
+
+release-snapshot: $(GORELEASER) ## Build every release archive into dist/ (goreleaser --snapshot)
+	$(GORELEASER) check
+	GIT_COMMIT=$(COMMIT) $(GORELEASER) release --snapshot --clean
+
+verify-release: release-snapshot ## Render the krew manifest from dist/, check it as krew would, install and run it
+	go run ./hack/krew render -dist dist -template krew/meshmigrate.yaml -out dist/krew/meshmigrate.yaml
+	go run ./hack/krew verify -dist dist -manifest dist/krew/meshmigrate.yaml
+	root=$$(mktemp -d); trap 'rm -rf "$$root"' EXIT; \
+	go run ./hack/krew install -dist dist -manifest dist/krew/meshmigrate.yaml -os linux -arch amd64 -root "$$root"; \
+	tools=$$(bash hack/e2e-tools.sh 2>/dev/null || true); \
+	echo '$$ kubectl meshmigrate version'; \
+	PATH="$$root/bin:$$PATH:$$tools" kubectl meshmigrate version; \
+	PATH="$$root/bin:$$PATH:$$tools" kubectl meshmigrate version -o json | tee "$$root/version.json"; \
+	grep -q '"commit": "$(COMMIT)"' "$$root/version.json" && grep -q '"version": "0\.[0-9.]*-snapshot+$(COMMIT)"' "$$root/version.json"
 
 bench: ## Benchmarks with time and allocations per operation
 	go test -run '^$$' -bench . -benchmem ./...
