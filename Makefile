@@ -29,7 +29,7 @@ help: ## List the targets
 build: ## Build bin/kubectl-meshmigrate
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/kubectl-meshmigrate
 
-test: lint unit e2e verify-release ## Everything CI runs: lint, unit, e2e tests and the release check
+test: lint verify-release unit e2e ## Everything CI runs: lint, the release check, unit and e2e tests
 
 unit: ## Unit tests (no cluster needed)
 	go test -count=1 ./...
