@@ -8,12 +8,9 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 )
 
-// trafficUnknown is the traffic verdict until telemetry is read.
-var trafficUnknown = Traffic{Status: "unknown", Reason: "traffic was not observed: telemetry is not read by this version"}
-
-// Audit computes the report for a snapshot. It is deterministic: the same
-// snapshot gives the same report.
-func Audit(s *cluster.Snapshot) *Report {
+// Audit computes the report for a snapshot and the observed traffic. It is
+// deterministic: the same inputs give the same report.
+func Audit(s *cluster.Snapshot, obs Observation) *Report {
 	injectors := compileInjectors(s.Injectors)
 	byNS := splitPeerPolicies(s.PeerAuthentications)
 	mesh, meshIgnored := meshMTLS(s.Mesh.RootNamespace, byNS)
@@ -54,6 +51,17 @@ func Audit(s *cluster.Snapshot) *Report {
 		r.Findings = append(r.Findings, Finding{Code: CodeInjectorNotInstalled, Severity: SeverityWarning, Object: "cluster",
 			Message: "no Istio sidecar injector webhook (*sidecar-injector.istio.io) is installed: install Istio before migrating"})
 	}
+	switch {
+	case obs.Graph == nil && obs.Failed:
+		r.Findings = append(r.Findings, Finding{Code: CodeTrafficUnavailable, Severity: SeverityWarning, Object: "cluster",
+			Message: obs.Reason + "; no verdict past verify can be given"})
+	case obs.Graph != nil && obs.Graph.Empty():
+		r.Findings = append(r.Findings, Finding{Code: CodeTelemetryMissing, Severity: SeverityWarning, Object: obs.Graph.Source,
+			Message: fmt.Sprintf("no istio_requests_total or istio_tcp_connections_opened_total samples over %s: is Istio telemetry enabled and scraped by this Prometheus?", obs.Graph.Describe())})
+	}
+	if obs.Graph != nil {
+		r.Traffic = &TrafficSource{Source: obs.Graph.Source, Window: obs.Graph.Window, Start: obs.Graph.Start, End: obs.Graph.End, Edges: len(obs.Graph.Edges)}
+	}
 	if !s.Mesh.EnableAutoMTLS {
 		r.Findings = append(r.Findings, Finding{Code: CodeAutoMTLSDisabled, Severity: SeverityWarning, Object: "ConfigMap/" + s.Mesh.Source,
 			Message: "enableAutoMtls is false: clients send plaintext unless a DestinationRule sets ISTIO_MUTUAL; enable it before STRICT"})
@@ -72,8 +80,9 @@ func Audit(s *cluster.Snapshot) *Report {
 		apsByNS[ap.Namespace] = append(apsByNS[ap.Namespace], ap)
 	}
 
+	tix := indexTraffic(obs, s)
 	for _, ns := range s.Namespaces {
-		nr := auditNamespace(s, ns, injectors, mesh, byNS[ns.Name], podsByNS[ns.Name], apsByNS[ns.Name])
+		nr := auditNamespace(s, ns, injectors, mesh, byNS[ns.Name], podsByNS[ns.Name], apsByNS[ns.Name], tix)
 		r.Namespaces = append(r.Namespaces, nr)
 	}
 	r.Summary = summarize(r)
@@ -81,8 +90,8 @@ func Audit(s *cluster.Snapshot) *Report {
 }
 
 func auditNamespace(s *cluster.Snapshot, ns cluster.Namespace, injectors []injector, mesh MTLSSource,
-	pp *peerPolicies, pods []*cluster.Pod, aps []cluster.AuthorizationPolicy) NamespaceReport {
-	nr := NamespaceReport{Name: ns.Name, Findings: []Finding{}, DestinationRules: []DestinationRuleTLS{}, Traffic: trafficUnknown}
+	pp *peerPolicies, pods []*cluster.Pod, aps []cluster.AuthorizationPolicy, tix *trafficIndex) NamespaceReport {
+	nr := NamespaceReport{Name: ns.Name, Findings: []Finding{}, DestinationRules: []DestinationRuleTLS{}, Traffic: tix.namespaceTraffic(ns.Name)}
 	switch {
 	case ignoredNamespaces[ns.Name]:
 		nr.Excluded = "Istio never injects this namespace"
@@ -104,7 +113,8 @@ func auditNamespace(s *cluster.Snapshot, ns cluster.Namespace, injectors []injec
 		nr.Readiness = Readiness{Next: PhaseNone, Safe: false, Reason: nr.Excluded + ": not migrated"}
 		return nr
 	}
-	nr.Findings = namespaceFindings(s, ns, nr, nsInjector, allows)
+	nr.Findings = append(namespaceFindings(s, ns, nr, nsInjector, allows), trafficFindings(ns.Name, nr.Traffic)...)
+	sortFindings(nr.Findings)
 	nr.Readiness = readiness(s, nr, nsInjector)
 	return nr
 }
@@ -335,23 +345,48 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 			Reason: "pin the namespace with a PERMISSIVE PeerAuthentication; it accepts mTLS and plaintext alike"}
 	case m.Mode == "PERMISSIVE":
 		rd := Readiness{Next: PhaseVerify, Reason: "PERMISSIVE and meshed: verify that no plaintext arrives before STRICT"}
-		rd.Blockers = append(rd.Blockers, "traffic unknown: plaintext callers cannot be ruled out without telemetry")
+		rd.Blockers = append(rd.Blockers, verifyBlockers(nr.Traffic)...)
 		if p.NotMeshed > 0 {
 			rd.Blockers = append(rd.Blockers, plural(p.NotMeshed, "pod stays", "pods stay")+" out of the mesh; under STRICT their calls to meshed pods fail")
 		}
 		if len(nr.DestinationRules) > 0 {
 			rd.Blockers = append(rd.Blockers, plural(len(nr.DestinationRules), "DestinationRule disables", "DestinationRules disable")+" TLS toward this namespace")
 		}
+		if len(rd.Blockers) == 0 {
+			// The verify gate passes: STRICT is the safe next step.
+			rd = Readiness{Next: PhaseStrict, Safe: true, Reason: fmt.Sprintf("verified: %.0f inbound requests/connections, all mTLS, over %s", nr.Traffic.Inbound.Total, nr.Traffic.Window)}
+		}
 		return rd
 	case m.Mode == "STRICT" && p.NotMeshed > 0:
 		return Readiness{Next: PhaseInject, Reason: "STRICT with unmeshed pods",
 			Blockers: []string{plural(p.NotMeshed, "pod has", "pods have") + " no sidecar under STRICT"}}
 	case m.Mode == "STRICT" && !nr.Authz.AllowNothing:
-		return Readiness{Next: PhaseAuthz, Reason: "STRICT: add ALLOW policies from observed callers, then allow-nothing",
-			Blockers: []string{"traffic unknown: ALLOW policies need the observed mTLS callers"}}
+		rd := Readiness{Next: PhaseAuthz, Safe: true, Reason: "STRICT: add ALLOW policies from observed callers, then allow-nothing"}
+		if nr.Traffic.Status != TrafficObserved {
+			rd.Safe = false
+			rd.Blockers = []string{"traffic " + nr.Traffic.Status + ": ALLOW policies need the observed mTLS callers (" + nr.Traffic.Reason + ")"}
+		}
+		return rd
 	default:
 		return Readiness{Next: PhaseDone, Safe: true, Reason: "meshed, STRICT and deny-by-default"}
 	}
+}
+
+// verifyBlockers is the traffic half of the verify gate (DESIGN.md): real
+// inbound traffic was observed and none of it was plaintext. No data is
+// inconclusive, never a pass.
+func verifyBlockers(t Traffic) []string {
+	switch t.Status {
+	case TrafficUnknown:
+		return []string{"traffic unknown: plaintext callers cannot be ruled out without telemetry (" + t.Reason + ")"}
+	case TrafficNoData:
+		return []string{"inconclusive: " + t.Reason}
+	}
+	var out []string
+	for _, c := range t.PlaintextClients {
+		out = append(out, fmt.Sprintf("plaintext from %s (%.0f over %s)", c.Name(), c.Count, t.Window))
+	}
+	return out
 }
 
 func summarize(r *Report) Summary {

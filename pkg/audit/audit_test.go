@@ -386,7 +386,7 @@ func TestPoliciesUnreadable(t *testing.T) {
 	s.Istio = cluster.IstioAvailability{Reason: "Istio's CRDs are not installed"}
 	s.Namespaces = []cluster.Namespace{ns("shop", "istio-injection", "enabled")}
 	s.Pods = []cluster.Pod{pod("shop", "web", injected("1-30")), pod("shop", "api")}
-	r := Audit(s)
+	r := Audit(s, Observation{})
 	if _, ok := codes(r.Findings)[CodeIstioPoliciesUnreadable]; !ok {
 		t.Errorf("report findings %v lack %s", r.Findings, CodeIstioPoliciesUnreadable)
 	}
@@ -399,7 +399,7 @@ func TestPoliciesUnreadable(t *testing.T) {
 	}
 	// Once pods are meshed, nothing past inject can be judged.
 	s.Pods = s.Pods[:1]
-	if rd := Audit(s).Namespaces[0].Readiness; rd.Next != PhaseNone || len(rd.Blockers) == 0 {
+	if rd := Audit(s, Observation{}).Namespaces[0].Readiness; rd.Next != PhaseNone || len(rd.Blockers) == 0 {
 		t.Errorf("readiness = %+v", rd)
 	}
 }
@@ -412,7 +412,7 @@ func TestMeshFindings(t *testing.T) {
 		peer("istio-system", "default", "STRICT", 0, nil, nil),
 		peer("istio-system", "second", "PERMISSIVE", 3, nil, nil),
 	}
-	r := Audit(s)
+	r := Audit(s, Observation{})
 	got := codes(r.Findings)
 	for _, c := range []string{CodeInjectorNotInstalled, CodeAutoMTLSDisabled, CodePeerAuthenticationIgnored} {
 		if _, ok := got[c]; !ok {
@@ -430,7 +430,7 @@ func TestMeshFindings(t *testing.T) {
 func TestTrafficIsNeverClaimedNone(t *testing.T) {
 	s := snapshot()
 	s.Namespaces = []cluster.Namespace{ns("shop", "istio-injection", "enabled")}
-	for _, n := range Audit(s).Namespaces {
+	for _, n := range Audit(s, Observation{}).Namespaces {
 		if n.Traffic.Status != "unknown" {
 			t.Errorf("traffic = %+v", n.Traffic)
 		}
@@ -446,7 +446,7 @@ func TestCleanNamespaceNeedsNoAttention(t *testing.T) {
 		{Namespace: "shop", Name: "allow-nothing", Action: "ALLOW", Namespaced: true},
 		{Namespace: "shop", Name: "web", Action: "ALLOW", Rules: 1},
 	}
-	r := Audit(s)
+	r := Audit(s, Observation{})
 	if r.NeedsAttention() || len(r.Namespaces[0].Findings) != 0 {
 		t.Errorf("a finished namespace needs no attention: %+v", r.Namespaces[0].Findings)
 	}
@@ -467,7 +467,7 @@ func TestEveryCodeIsDocumented(t *testing.T) {
 
 func TestDeterministic(t *testing.T) {
 	s := benchSnapshot(20, 10)
-	a, b := Audit(s), Audit(s)
+	a, b := Audit(s, Observation{}), Audit(s, Observation{})
 	if len(a.Namespaces) != len(b.Namespaces) {
 		t.Fatal("reports differ")
 	}

@@ -46,7 +46,7 @@ func BenchmarkAudit(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		r := Audit(s)
+		r := Audit(s, Observation{})
 		if len(r.Namespaces) != 500 {
 			b.Fatal("wrong report")
 		}

@@ -22,6 +22,10 @@ const (
 	CodeAutoMTLSDisabled           = "AutoMTLSDisabled"
 	CodeAllowNothingWithoutAllows  = "AllowNothingWithoutAllows"
 	CodeIstioPoliciesUnreadable    = "IstioPoliciesUnreadable"
+	CodePlaintextClient            = "PlaintextClient"
+	CodePlaintextOutbound          = "PlaintextOutbound"
+	CodeTrafficUnavailable         = "TrafficUnavailable"
+	CodeTelemetryMissing           = "TelemetryMissing"
 )
 
 // Codes lists every finding code.
@@ -31,4 +35,5 @@ var Codes = []string{
 	CodePodNeedsRestart, CodePodRevisionMismatch, CodePodSidecarNotExpected, CodePodNotInjectable,
 	CodeMTLSDisabled, CodeStrictWithUnmeshedPods, CodePeerAuthenticationIgnored, CodeWorkloadMTLSOverride,
 	CodeDestinationRuleTLSDisabled, CodeAutoMTLSDisabled, CodeAllowNothingWithoutAllows, CodeIstioPoliciesUnreadable,
+	CodePlaintextClient, CodePlaintextOutbound, CodeTrafficUnavailable, CodeTelemetryMissing,
 }

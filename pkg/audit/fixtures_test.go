@@ -90,7 +90,7 @@ func peer(namespace, name, mode string, age int, selector map[string]string, por
 
 // nsReport audits the snapshot and returns the named namespace's report.
 func nsReport(t interface{ Fatalf(string, ...any) }, s *cluster.Snapshot, name string) NamespaceReport {
-	r := Audit(s)
+	r := Audit(s, Observation{})
 	for _, n := range r.Namespaces {
 		if n.Name == name {
 			return n

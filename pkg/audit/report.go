@@ -22,6 +22,8 @@ type Report struct {
 	Cluster     Cluster           `json:"cluster"`
 	Mesh        Mesh              `json:"mesh"`
 	Namespaces  []NamespaceReport `json:"namespaces"`
+	// Traffic says where observed traffic came from; absent when none was read.
+	Traffic *TrafficSource `json:"traffic,omitempty"`
 	// Findings about the mesh as a whole (mesh config, Istio availability).
 	Findings []Finding `json:"findings"`
 	Summary  Summary   `json:"summary"`
@@ -190,12 +192,13 @@ type Authz struct {
 	DenyAll bool `json:"denyAll"`
 }
 
-// Traffic is what was observed of the namespace's traffic.
-type Traffic struct {
-	// Status is "unknown" until telemetry is read: the audit never claims
-	// "no plaintext" without having looked.
-	Status string `json:"status"`
-	Reason string `json:"reason,omitempty"`
+// TrafficSource describes the observation the report used.
+type TrafficSource struct {
+	Source string    `json:"source"`
+	Window string    `json:"window"`
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Edges  int       `json:"edges"`
 }
 
 // Phases of a migration, in order (DESIGN.md).

@@ -44,6 +44,7 @@ type AuditOptions struct {
 	AllNamespaces bool
 	Selector      string
 	Output        string
+	Traffic       TrafficFlags
 
 	scope  cluster.Scope
 	reader snapshotReader
@@ -88,6 +89,7 @@ Exit codes: 0 clean, 1 error, 2 findings (errors or warnings) need attention.`,
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Audit every namespace (Istio's own and the ignored system namespaces are listed but not judged)")
 	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Audit the namespaces whose labels match this selector (e.g. team=payments)")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "Output format: table, wide, json or yaml")
+	o.Traffic.AddFlags(cmd.Flags())
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json", "yaml"))
 	return cmd
 }
@@ -171,7 +173,7 @@ func (o *AuditOptions) Validate() error {
 	if !o.scope.AllNamespaces && o.scope.Selector == "" && len(o.scope.Namespaces) == 0 {
 		return fmt.Errorf("no namespace to audit: pass -n NAMESPACE, -l SELECTOR or -A")
 	}
-	return nil
+	return o.Traffic.Validate()
 }
 
 // Run reads the cluster, audits it and prints the report. It returns
@@ -181,7 +183,11 @@ func (o *AuditOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	report := audit.Audit(snap)
+	obs, err := o.Traffic.Observe(ctx, o.configFlags)
+	if err != nil {
+		return err
+	}
+	report := audit.Audit(snap, obs)
 	if len(report.Namespaces) == 0 && o.scope.Selector != "" {
 		fmt.Fprintf(o.ErrOut, "No namespace matches the selector %q.\n", o.scope.Selector)
 	}

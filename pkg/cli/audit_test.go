@@ -82,6 +82,10 @@ func runAudit(t *testing.T, r *fakeReader, args ...string) (stdout, stderr strin
 	// The fake stands in for the cluster; flags go through the real root
 	// command, ConfigFlags included.
 	cmd := newRootCommand(streams, r)
+	// No cluster here: traffic comes from a file or is not read.
+	if !strings.Contains(strings.Join(args, " "), "traffic") && !strings.Contains(strings.Join(args, " "), "prometheus") {
+		args = append(args, "--no-traffic")
+	}
 	cmd.SetArgs(append([]string{"audit"}, args...))
 	cmd.SetContext(context.Background())
 	code = ExitCode(cmd.Execute(), &errOut)
@@ -229,7 +233,7 @@ func TestColourOnlyOnATerminal(t *testing.T) {
 	if colorEnabled(&buf) {
 		t.Error("a buffer is no terminal")
 	}
-	if err := printReport(&buf, audit.Audit(estate()), "table", false); err != nil {
+	if err := printReport(&buf, audit.Audit(estate(), audit.Observation{Reason: "--no-traffic"}), "table", false); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(buf.String(), "\x1b[") {
@@ -238,5 +242,45 @@ func TestColourOnlyOnATerminal(t *testing.T) {
 	t.Setenv("NO_COLOR", "1")
 	if colorEnabled(os.Stdout) {
 		t.Error("NO_COLOR must turn colour off")
+	}
+}
+
+func TestAuditFromTrafficFile(t *testing.T) {
+	out, stderr, code := runAudit(t, &fakeReader{snap: estate()}, "-n", "shop", "-o", "json", "--traffic-file", "testdata/traffic.yaml")
+	if code != ExitAttention {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var r audit.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	shop := r.Namespaces[2]
+	if shop.Traffic.Status != "observed" || len(shop.Traffic.PlaintextClients) != 1 || shop.Traffic.PlaintextClients[0].Name() != "legacy/batch" ||
+		shop.Traffic.PlaintextClients[0].Meshed != "no" {
+		t.Errorf("traffic = %+v", shop.Traffic)
+	}
+	if r.Traffic == nil || r.Traffic.Source != "file testdata/traffic.yaml" {
+		t.Errorf("report traffic source = %+v", r.Traffic)
+	}
+	table, _, _ := runAudit(t, &fakeReader{snap: estate()}, "-n", "shop", "--traffic-file", "testdata/traffic.yaml")
+	if !strings.Contains(table, "plaintext from 1") || !strings.Contains(table, "PlaintextClient") || !strings.Contains(table, "Traffic: 2 edges over 1d") {
+		t.Errorf("table:\n%s", table)
+	}
+}
+
+func TestTrafficFlagsExcludeEachOther(t *testing.T) {
+	for _, args := range [][]string{
+		{"-A", "--no-traffic", "--prometheus-url", "http://127.0.0.1:9090"},
+		{"-A", "--traffic-file", "x.yaml", "--prometheus-service", "monitoring/prometheus"},
+		{"-A", "--prometheus-url", "http://127.0.0.1:9090", "--traffic-window", "-1h"},
+	} {
+		_, stderr, code := runAudit(t, &fakeReader{snap: estate()}, args...)
+		if code != ExitError || !strings.Contains(stderr, "--") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+	_, stderr, code := runAudit(t, &fakeReader{snap: estate()}, "-A", "--traffic-file", "testdata/missing.yaml")
+	if code != ExitError || !strings.Contains(stderr, "read traffic file") {
+		t.Errorf("missing file: exit %d, stderr %q", code, stderr)
 	}
 }

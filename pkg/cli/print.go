@@ -145,6 +145,16 @@ func authzCell(a audit.Authz) string {
 	return fmt.Sprint(a.Policies)
 }
 
+func trafficCell(t audit.Traffic, color bool) string {
+	switch {
+	case t.Status != audit.TrafficObserved:
+		return t.Status
+	case len(t.PlaintextClients) > 0:
+		return paint(color, ansiYellow, fmt.Sprintf("plaintext from %d", len(t.PlaintextClients)))
+	}
+	return paint(color, ansiGreen, "all mTLS")
+}
+
 func nextCell(rd audit.Readiness, color bool) string {
 	switch {
 	case rd.Next == audit.PhaseNone:
@@ -209,7 +219,7 @@ func printTables(w io.Writer, r *audit.Report, wide, color bool) error {
 	t.Header(header)
 	for _, ns := range r.Namespaces {
 		row := []string{ns.Name, injectionCell(ns.Injection), fmt.Sprint(ns.Pods.Total), fmt.Sprint(ns.Pods.Meshed), fmt.Sprint(ns.Pods.NeedRestart),
-			mtlsCell(ns.MTLS), authzCell(ns.Authz), ns.Traffic.Status, nextCell(ns.Readiness, color), findingsCell(ns.Findings, color)}
+			mtlsCell(ns.MTLS), authzCell(ns.Authz), trafficCell(ns.Traffic, color), nextCell(ns.Readiness, color), findingsCell(ns.Findings, color)}
 		if wide {
 			webhook := ns.Injection.Webhook
 			if webhook == "" {
@@ -273,6 +283,9 @@ func printTables(w io.Writer, r *audit.Report, wide, color bool) error {
 		if err := ft.Render(); err != nil {
 			return err
 		}
+	}
+	if r.Traffic != nil {
+		fmt.Fprintf(w, "\nTraffic: %d edges over %s since %s (%s).\n", r.Traffic.Edges, r.Traffic.Window, r.Traffic.Start.UTC().Format("2006-01-02T15:04:05Z"), r.Traffic.Source)
 	}
 	if hidden > 0 {
 		fmt.Fprintf(w, "\n%d info findings not shown: use -o wide or -o json.\n", hidden)

@@ -36,6 +36,7 @@ Start with an audit:  kubectl meshmigrate audit -A`,
 	configFlags.AddFlags(root.PersistentFlags())
 	registerCompletions(root, configFlags)
 	root.AddCommand(newCmdAudit(configFlags, streams, reader))
+	root.AddCommand(NewCmdTraffic(configFlags, streams))
 	root.AddCommand(NewCmdVersion(streams))
 	return root
 }
