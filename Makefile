@@ -21,7 +21,7 @@ GORELEASER := $(GOBIN_DIR)/goreleaser-$(GORELEASER_VERSION)
 
 E2E_PROVIDER ?= kwok
 
-.PHONY: help build test unit e2e e2e-tools demo demo-down lint fmt vet staticcheck bench release-snapshot verify-release clean
+.PHONY: help build test unit prometheus e2e e2e-tools demo demo-down lint fmt vet staticcheck bench release-snapshot verify-release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -37,23 +37,30 @@ unit: ## Unit tests (no cluster needed)
 e2e-tools: ## Build the local control plane (etcd, kube-*, kubectl, kwok), cached by version
 	bash hack/e2e-tools.sh
 
-e2e: ## E2E tests against a real API server (E2E_PROVIDER=kwok, default, or kind)
+prometheus: ## Install a real Prometheus for the e2e suite and demo (Debian's package) if none is on PATH
+	@command -v prometheus >/dev/null || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -1
+
+e2e: prometheus ## E2E tests against a real API server (E2E_PROVIDER=kwok, default, or kind)
 	E2E_PROVIDER=$(E2E_PROVIDER) go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/
 
-demo: build ## Start a local cluster mid-migration and run `kubectl meshmigrate audit -A` against it
+demo: build prometheus ## Start a local cluster mid-migration and run `kubectl meshmigrate audit -A` against it
 	go build -o bin/meshmigrate-demo ./hack/demo
 	kubeconfig=$$(bin/meshmigrate-demo up); \
+	prom=$$(cat .cache/demo/prometheus-url); \
 	tools=$$(bash hack/e2e-tools.sh 2>/dev/null); \
-	echo; echo "$$ kubectl meshmigrate audit -A"; \
-	code=0; KUBECONFIG=$$kubeconfig PATH="$(CURDIR)/bin:$$PATH:$$tools" kubectl meshmigrate audit -A || code=$$?; \
+	echo; echo "$$ kubectl meshmigrate audit -A --prometheus-url $$prom --traffic-window 1m"; \
+	code=0; KUBECONFIG=$$kubeconfig PATH="$(CURDIR)/bin:$$PATH:$$tools" kubectl meshmigrate audit -A --prometheus-url $$prom --traffic-window 1m || code=$$?; \
 	echo; echo "(exit code $$code: 0 clean, 2 findings need attention)"; \
 	echo; echo "The demo cluster stays up. To use it:"; \
 	echo "  export KUBECONFIG=$$kubeconfig PATH=$(CURDIR)/bin:\$$PATH:$$tools"; \
-	echo "  kubectl meshmigrate audit -A -o wide"; \
+	echo "  kubectl meshmigrate audit -A -o wide --prometheus-url $$prom --traffic-window 1m"; \
 	echo "To tear it down:  make demo-down"; \
 	[ $$code -le 2 ]
 
-demo-down: ## Delete the demo cluster and stop its injector stand-in
+demo-down: ## Delete the demo cluster and stop its stand-ins and Prometheus
 	go build -o bin/meshmigrate-demo ./hack/demo
 	bin/meshmigrate-demo down
 

@@ -1,8 +1,9 @@
 // Command meshmigrate-demo starts a local Kubernetes control plane (real
 // etcd, kube-apiserver, controller manager, scheduler; kwok fake nodes; no
-// Docker) with Istio's CRDs, a STAND-IN for istiod's sidecar injector (there
-// is no istiod or Envoy here: see internal/e2e/injector), and an estate
-// mid-migration (internal/e2e/scenario.go). `make demo` runs it, then audits
+// Docker) with Istio's CRDs, a STAND-IN for istiod's sidecar injector and a
+// STAND-IN for the sidecars' telemetry scraped by a real Prometheus (there is
+// no istiod or Envoy here: see internal/e2e), and an estate mid-migration
+// (internal/e2e/scenario.go). `make demo` runs it, then audits
 // the cluster with the plugin.
 //
 //	meshmigrate-demo up      start (replacing an earlier demo cluster)
@@ -113,14 +114,31 @@ func up(ctx context.Context, dir string) error {
 	if err := sc.Apply(ctx); err != nil {
 		return err
 	}
+	step("starting Prometheus on 127.0.0.1, scraping the telemetry stand-in (a stand-in for the sidecars)")
+	prom, err := e2e.StartPrometheus(ctx, dir, srv.TelemetryAddr, true)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prometheus-url"), []byte(prom.URL), 0o600); err != nil {
+		return err
+	}
+	// increase() needs a few scrapes inside the window.
+	time.Sleep(8 * time.Second)
 	fmt.Println(kubeconfig)
 	return nil
 }
 
+// standIns are the demo's background stand-ins: the injector (registered
+// as webhooks) and the sidecar telemetry exporter (scraped by Prometheus).
+type standIns struct {
+	*injector.Server
+	TelemetryAddr string
+}
+
 // startInjectorProcess runs this program's "injector" command detached, so
-// the stand-in outlives `up` for as long as the demo cluster lives, and
-// returns a handle to register its webhooks.
-func startInjectorProcess(dir string) (*injector.Server, error) {
+// the stand-ins outlive `up` for as long as the demo cluster lives, and
+// returns a handle to register the webhooks and scrape the telemetry.
+func startInjectorProcess(dir string) (*standIns, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -145,8 +163,11 @@ func startInjectorProcess(dir string) (*injector.Server, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(ready); err == nil {
-			url, ca, _ := strings.Cut(string(b), "\n")
-			return injector.Handle(url, []byte(ca), e2e.Revisions...), nil
+			lines := strings.SplitN(string(b), "\n", 3)
+			if len(lines) == 3 {
+				h := &standIns{Server: injector.Handle(lines[0], []byte(lines[2]), e2e.Revisions...), TelemetryAddr: lines[1]}
+				return h, nil
+			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -159,21 +180,30 @@ func serveInjector(ctx context.Context, dir string) error {
 		return err
 	}
 	defer srv.Close()
-	if err := os.WriteFile(filepath.Join(dir, "injector.ready"), []byte(srv.URL+"\n"+string(srv.CABundle)), 0o600); err != nil {
+	exp, err := e2e.StartExporter()
+	if err != nil {
 		return err
 	}
-	fmt.Println("injector stand-in serving on", srv.URL)
+	defer exp.Close()
+	exp.Report(e2e.DemoTraffic...)
+	if err := os.WriteFile(filepath.Join(dir, "injector.ready"), []byte(srv.URL+"\n"+exp.Addr+"\n"+string(srv.CABundle)), 0o600); err != nil {
+		return err
+	}
+	fmt.Println("injector stand-in serving on", srv.URL, "; telemetry stand-in on", exp.Addr)
 	<-ctx.Done()
 	return nil
 }
 
 func down(ctx context.Context, dir string) error {
-	if b, err := os.ReadFile(filepath.Join(dir, "injector.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
+	for _, pidFile := range []string{"injector.pid", "prometheus.pid"} {
+		if b, err := os.ReadFile(filepath.Join(dir, pidFile)); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+			_ = os.Remove(filepath.Join(dir, pidFile))
 		}
-		_ = os.Remove(filepath.Join(dir, "injector.pid"))
 	}
+	_ = os.RemoveAll(filepath.Join(dir, "data"))
 	bin, err := e2e.Tools(ctx)
 	if err != nil {
 		return err

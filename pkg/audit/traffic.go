@@ -215,10 +215,12 @@ func trafficFindings(ns string, t Traffic) []Finding {
 	for _, c := range t.PlaintextClients {
 		obj := "Workload/" + c.Namespace + "/" + c.Workload
 		who := c.Name()
-		switch c.Meshed {
-		case "no":
+		switch {
+		case c.Workload == "" || c.Workload == traffic.UnknownWorkload:
+			// the name already says it
+		case c.Meshed == "no":
 			who += " (no sidecar)"
-		case "yes":
+		case c.Meshed == "yes":
 			who += " (has a sidecar but sends plaintext: a DestinationRule with tls DISABLE, excluded ports or pod-IP calls)"
 		}
 		if c.Workload == "" || c.Workload == traffic.UnknownWorkload {

@@ -145,8 +145,11 @@ func authzCell(a audit.Authz) string {
 	return fmt.Sprint(a.Policies)
 }
 
-func trafficCell(t audit.Traffic, color bool) string {
+func trafficCell(ns audit.NamespaceReport, color bool) string {
+	t := ns.Traffic
 	switch {
+	case ns.Excluded != "":
+		return "-"
 	case t.Status != audit.TrafficObserved:
 		return t.Status
 	case len(t.PlaintextClients) > 0:
@@ -219,7 +222,7 @@ func printTables(w io.Writer, r *audit.Report, wide, color bool) error {
 	t.Header(header)
 	for _, ns := range r.Namespaces {
 		row := []string{ns.Name, injectionCell(ns.Injection), fmt.Sprint(ns.Pods.Total), fmt.Sprint(ns.Pods.Meshed), fmt.Sprint(ns.Pods.NeedRestart),
-			mtlsCell(ns.MTLS), authzCell(ns.Authz), trafficCell(ns.Traffic, color), nextCell(ns.Readiness, color), findingsCell(ns.Findings, color)}
+			mtlsCell(ns.MTLS), authzCell(ns.Authz), trafficCell(ns, color), nextCell(ns.Readiness, color), findingsCell(ns.Findings, color)}
 		if wide {
 			webhook := ns.Injection.Webhook
 			if webhook == "" {
