@@ -262,6 +262,8 @@ func TestAuditFromTrafficFile(t *testing.T) {
 	if r.Traffic == nil || r.Traffic.Source != "file testdata/traffic.yaml" {
 		t.Errorf("report traffic source = %+v", r.Traffic)
 	}
+	wide, _, _ := runAudit(t, &fakeReader{snap: estate()}, "-n", "shop", "-o", "wide", "--traffic-file", "testdata/traffic.yaml")
+	golden(t, "audit-wide-traffic.txt", wide)
 	table, _, _ := runAudit(t, &fakeReader{snap: estate()}, "-n", "shop", "--traffic-file", "testdata/traffic.yaml")
 	if !strings.Contains(table, "plaintext from 1") || !strings.Contains(table, "PlaintextClient") || !strings.Contains(table, "Traffic: 2 edges over 1d") {
 		t.Errorf("table:\n%s", table)

@@ -254,6 +254,12 @@ func printTables(w io.Writer, r *audit.Report, wide, color bool) error {
 		}
 	}
 
+	if wide && r.Traffic != nil {
+		if err := printEdges(w, r); err != nil {
+			return err
+		}
+	}
+
 	// Findings: errors and warnings always, info only in wide output.
 	type row struct {
 		ns string
@@ -294,6 +300,33 @@ func printTables(w io.Writer, r *audit.Report, wide, color bool) error {
 		fmt.Fprintf(w, "\n%d info findings not shown: use -o wide or -o json.\n", hidden)
 	}
 	return nil
+}
+
+// printEdges lists each namespace's observed inbound edges.
+func printEdges(w io.Writer, r *audit.Report) error {
+	et := newTable(w)
+	et.Header([]string{"NAMESPACE", "SOURCE", "DESTINATION", "PROTOCOL", "SECURITY", "COUNT"})
+	rows := 0
+	for _, ns := range r.Namespaces {
+		for _, e := range ns.Traffic.Edges {
+			if e.Destination.Namespace != ns.Name {
+				continue // outbound: listed under its destination's namespace
+			}
+			src := e.Source.Namespace + "/" + e.Source.Workload
+			if e.UnmeshedSource() {
+				src = "(no sidecar)"
+			}
+			rows++
+			if err := et.Append([]string{ns.Name, src, e.Destination.Workload, e.Protocol, e.Security, fmt.Sprintf("%.0f", e.Count)}); err != nil {
+				return err
+			}
+		}
+	}
+	if rows == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	return et.Render()
 }
 
 func dash(s string) string {
