@@ -88,6 +88,8 @@ func TestPodStates(t *testing.T) {
 		{"opt-out label", []string{"istio-injection", "enabled"}, pod("shop", "web", label("sidecar.istio.io/inject", "false")), PodNotInjectable, ""},
 		{"opt-out annotation (deprecated, still honoured by the injector)", []string{"istio-injection", "enabled"},
 			pod("shop", "web", annotate("sidecar.istio.io/inject", "false")), PodNotInjectable, ""},
+		{"opt-out label with another false-y value (Istio injects only y/yes/true/on)", []string{"istio-injection", "enabled"},
+			pod("shop", "web", label("sidecar.istio.io/inject", "No")), PodNotInjectable, ""},
 		{"label true wins over annotation false", []string{"istio-injection", "enabled"},
 			pod("shop", "web", label("sidecar.istio.io/inject", "true"), annotate("sidecar.istio.io/inject", "false")), PodNeedsRestart, ""},
 		{"pod opts in by label in an unlabelled namespace", nil, pod("shop", "web", label("sidecar.istio.io/inject", "true")), PodNeedsRestart, ""},

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"encoding/json"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -152,6 +153,19 @@ func injectOverride(p *cluster.Pod) (value, source string) {
 	return "", ""
 }
 
+// optsOut mirrors Istio's injectRequired: the value is lower-cased and only
+// y, yes, true and on ask for injection; any other non-empty value ("false",
+// "no", "off", "False", ...) opts the pod out, even though the webhook's
+// `NotIn ["false"]` selector still sends such pods to the injector
+// (src pkg/kube/inject/inject.go).
+func optsOut(value string) bool {
+	switch strings.ToLower(value) {
+	case "", "y", "yes", "true", "on":
+		return false
+	}
+	return true
+}
+
 // classifyPod decides a pod's state. A pod is injected on creation when an
 // injector's selectors match and the injector's own checks pass: hostNetwork
 // and the ignored namespaces are skipped, and sidecar.istio.io/inject=false
@@ -166,8 +180,8 @@ func classifyPod(p *cluster.Pod, nsLabels map[string]string, injectors []injecto
 		notInjectable = "hostNetwork pod: Istio never injects it"
 	case ignoredNamespaces[p.Namespace]:
 		notInjectable = "Istio never injects namespace " + p.Namespace
-	case override == "false":
-		notInjectable = "opted out by the " + keyInject + "=false " + overrideSource
+	case optsOut(override):
+		notInjectable = "opted out by the " + keyInject + "=" + override + " " + overrideSource
 	}
 	wouldInject := w != nil && notInjectable == ""
 	if wouldInject {

@@ -145,7 +145,13 @@ func injectRequired(pod *corev1.Pod, namespace string) bool {
 	if !ok {
 		v = pod.Annotations["sidecar.istio.io/inject"]
 	}
-	return v != "false"
+	// Only y/yes/true/on (any case) ask for injection; any other value opts
+	// out (src pkg/kube/inject/inject.go injectRequired).
+	switch strings.ToLower(v) {
+	case "", "y", "yes", "true", "on":
+		return true
+	}
+	return false
 }
 
 type op struct {
