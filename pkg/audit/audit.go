@@ -103,7 +103,9 @@ func auditNamespace(s *cluster.Snapshot, ns cluster.Namespace, injectors []injec
 	nr.Pods = podsOf(pods, ns.Labels, injectors)
 	if s.Istio.PoliciesReadable {
 		nr.MTLS = namespaceMTLS(ns.Name, s.Mesh.RootNamespace, mesh, pp, pods)
-		nr.DestinationRules = append(nr.DestinationRules, disablingDRs(s.DestinationRules, ns.Name)...)
+		var drs []DestinationRuleTLS
+		drs, nr.istioMutualDR = nonIstioDRs(s.DestinationRules, ns.Name)
+		nr.DestinationRules = append(nr.DestinationRules, drs...)
 	} else {
 		nr.MTLS = MTLS{Mode: "UNKNOWN", Source: "unavailable"}
 	}
@@ -257,14 +259,23 @@ func namespaceFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceRe
 		}
 		for _, w := range m.Workloads {
 			if w.Mode != m.Mode || len(w.Ports) > 0 {
-				add(CodeWorkloadMTLSOverride, SeverityInfo, "PeerAuthentication/"+w.Policy,
+				sev := SeverityInfo
+				if m.Mode == cluster.ModeStrict && len(mtlsExceptions(MTLS{Workloads: []WorkloadMTLS{w}})) > 0 {
+					sev = SeverityWarning // plaintext still accepted inside a STRICT namespace
+				}
+				add(CodeWorkloadMTLSOverride, sev, "PeerAuthentication/"+w.Policy,
 					fmt.Sprintf("workload policy sets %s%s for %s (namespace is %s): review it before changing the namespace mode",
 						w.Mode, portModes(w.Ports), plural(w.Pods, "pod", "pods"), m.Mode))
 			}
 		}
 		for _, d := range nr.DestinationRules {
-			add(CodeDestinationRuleTLSDisabled, SeverityWarning, "DestinationRule/"+d.Policy,
-				fmt.Sprintf("host %s (%s) sets tls.mode DISABLE: its clients send plaintext and fail under STRICT; remove the tls setting or use ISTIO_MUTUAL", d.Host, d.Where))
+			if d.Mode == "DISABLE" {
+				add(CodeDestinationRuleTLSDisabled, SeverityWarning, "DestinationRule/"+d.Policy,
+					fmt.Sprintf("host %s (%s) sets tls.mode DISABLE: its clients send plaintext and fail under STRICT; remove the tls setting or use ISTIO_MUTUAL", d.Host, d.Where))
+				continue
+			}
+			add(CodeDestinationRuleTLSNotIstio, SeverityWarning, "DestinationRule/"+d.Policy,
+				fmt.Sprintf("host %s (%s) sets tls.mode %s: its clients originate their own TLS, which a STRICT sidecar rejects; use ISTIO_MUTUAL (or exclude the port from capture)", d.Host, d.Where, d.Mode))
 		}
 		if nr.Authz.AllowNothing && allows == 0 {
 			add(CodeAllowNothingWithoutAllows, SeverityWarning, nsObj,
@@ -350,13 +361,19 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 			rd.Blockers = append(rd.Blockers, plural(p.NotMeshed, "pod stays", "pods stay")+" out of the mesh; under STRICT their calls to meshed pods fail")
 		}
 		if len(nr.DestinationRules) > 0 {
-			rd.Blockers = append(rd.Blockers, plural(len(nr.DestinationRules), "DestinationRule disables", "DestinationRules disable")+" TLS toward this namespace")
+			rd.Blockers = append(rd.Blockers, plural(len(nr.DestinationRules), "DestinationRule setting", "DestinationRule settings")+" make clients send plaintext or non-Istio TLS to this namespace")
+		}
+		if !s.Mesh.EnableAutoMTLS && !nr.istioMutualDR {
+			rd.Blockers = append(rd.Blockers, "enableAutoMtls is false and no DestinationRule sets ISTIO_MUTUAL toward this namespace: clients send plaintext")
 		}
 		if len(rd.Blockers) == 0 {
 			// The verify gate passes: STRICT is the safe next step.
 			rd = Readiness{Next: PhaseStrict, Safe: true, Reason: fmt.Sprintf("verified: %.0f inbound requests/connections, all mTLS, over %s", nr.Traffic.Inbound.Total, nr.Traffic.Window)}
 		}
 		return rd
+	case m.Mode == "STRICT" && len(mtlsExceptions(m)) > 0 && p.NotMeshed == 0:
+		return Readiness{Next: PhaseStrict, Reason: "the namespace is STRICT but workload or port policies still accept plaintext",
+			Blockers: mtlsExceptions(m)}
 	case m.Mode == "STRICT" && p.NotMeshed > 0:
 		return Readiness{Next: PhaseInject, Reason: "STRICT with unmeshed pods",
 			Blockers: []string{plural(p.NotMeshed, "pod has", "pods have") + " no sidecar under STRICT"}}

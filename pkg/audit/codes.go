@@ -26,6 +26,7 @@ const (
 	CodePlaintextOutbound          = "PlaintextOutbound"
 	CodeTrafficUnavailable         = "TrafficUnavailable"
 	CodeTelemetryMissing           = "TelemetryMissing"
+	CodeDestinationRuleTLSNotIstio = "DestinationRuleTLSNotIstio"
 )
 
 // Codes lists every finding code.
@@ -36,4 +37,5 @@ var Codes = []string{
 	CodeMTLSDisabled, CodeStrictWithUnmeshedPods, CodePeerAuthenticationIgnored, CodeWorkloadMTLSOverride,
 	CodeDestinationRuleTLSDisabled, CodeAutoMTLSDisabled, CodeAllowNothingWithoutAllows, CodeIstioPoliciesUnreadable,
 	CodePlaintextClient, CodePlaintextOutbound, CodeTrafficUnavailable, CodeTelemetryMissing,
+	CodeDestinationRuleTLSNotIstio,
 }

@@ -161,19 +161,45 @@ func drTargets(dr cluster.DestinationRule, ns string) bool {
 	}
 }
 
-// disablingDRs lists the TLS DISABLE settings of rules that target ns.
-func disablingDRs(drs []cluster.DestinationRule, ns string) []DestinationRuleTLS {
-	var out []DestinationRuleTLS
+// nonIstioDRs lists the TLS settings of rules targeting ns that make
+// clients send something other than Istio mTLS: DISABLE (plaintext), SIMPLE
+// and MUTUAL (TLS with other certificates), all of which a STRICT sidecar
+// rejects (ISTIO.md 2.3). istioMutual says whether some rule targeting ns
+// sets ISTIO_MUTUAL, which matters when auto mTLS is off.
+func nonIstioDRs(drs []cluster.DestinationRule, ns string) (out []DestinationRuleTLS, istioMutual bool) {
 	for _, dr := range drs {
 		if !drTargets(dr, ns) {
 			continue
 		}
 		for _, t := range dr.TLS {
-			if t.Mode == "DISABLE" {
+			switch t.Mode {
+			case "DISABLE", "SIMPLE", "MUTUAL":
 				out = append(out, DestinationRuleTLS{Policy: name(dr.Namespace, dr.Name), Host: dr.Host, Where: t.Where, Mode: t.Mode})
+			case "ISTIO_MUTUAL":
+				istioMutual = true
 			}
 		}
 	}
+	return out, istioMutual
+}
+
+// mtlsExceptions lists the workload and port policies weaker than STRICT.
+func mtlsExceptions(m MTLS) []string {
+	var out []string
+	for _, w := range m.Workloads {
+		if w.Pods == 0 {
+			continue
+		}
+		if w.Mode != cluster.ModeStrict {
+			out = append(out, fmt.Sprintf("workload policy %s sets %s for %s", w.Policy, w.Mode, plural(w.Pods, "pod", "pods")))
+		}
+		for port, mode := range w.Ports {
+			if mode != cluster.ModeStrict {
+				out = append(out, fmt.Sprintf("workload policy %s sets %s on port %d for %s", w.Policy, mode, port, plural(w.Pods, "pod", "pods")))
+			}
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 

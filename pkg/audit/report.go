@@ -78,6 +78,10 @@ type NamespaceReport struct {
 	Traffic          Traffic              `json:"traffic"`
 	Readiness        Readiness            `json:"readiness"`
 	Findings         []Finding            `json:"findings"`
+
+	// istioMutualDR: some DestinationRule sets ISTIO_MUTUAL toward the
+	// namespace (matters when auto mTLS is off).
+	istioMutualDR bool
 }
 
 // Injection modes, from the namespace's labels (ISTIO.md 1.3).
@@ -172,8 +176,9 @@ type WorkloadMTLS struct {
 	Pods  int               `json:"pods"`
 }
 
-// DestinationRuleTLS is a DestinationRule that turns TLS off toward a host
-// of the namespace.
+// DestinationRuleTLS is a DestinationRule setting that makes clients send
+// plaintext (DISABLE) or their own TLS (SIMPLE, MUTUAL) toward a host of the
+// namespace: a STRICT sidecar rejects all three.
 type DestinationRuleTLS struct {
 	Policy string `json:"policy"`
 	Host   string `json:"host"`

@@ -135,3 +135,44 @@ func TestAuthzNeedsObservedCallers(t *testing.T) {
 		t.Errorf("observed callers: %+v", rd)
 	}
 }
+
+func TestStrictWithWeakerWorkloadPolicyIsNotDone(t *testing.T) {
+	s := permissiveEstate()
+	s.PeerAuthentications = []cluster.PeerAuthentication{
+		peer("orders", "default", "STRICT", 0, nil, nil),
+		peer("orders", "metrics", "UNSET", 1, map[string]string{"app": "orders-1"}, map[uint32]string{9090: "DISABLE"}),
+	}
+	s.AuthorizationPolicies = []cluster.AuthorizationPolicy{
+		{Namespace: "orders", Name: "allow-nothing", Action: "ALLOW", Namespaced: true},
+		{Namespace: "orders", Name: "orders", Action: "ALLOW", Rules: 1},
+	}
+	n := Audit(s, Observation{}).Namespaces[0]
+	if n.Readiness.Next != PhaseStrict || n.Readiness.Safe || !strings.Contains(strings.Join(n.Readiness.Blockers, ";"), "DISABLE on port 9090") {
+		t.Errorf("readiness = %+v: a port that accepts plaintext is not done", n.Readiness)
+	}
+	if f := codes(n.Findings)[CodeWorkloadMTLSOverride]; f.Severity != SeverityWarning {
+		t.Errorf("override finding = %+v, want a warning", f)
+	}
+}
+
+func TestVerifyBlockedByNonIstioTLSAndAutoMTLSOff(t *testing.T) {
+	observed := Observation{Graph: graph(edge("shop", "cart", "orders", "orders", traffic.MutualTLS, 500))}
+	s := permissiveEstate()
+	s.DestinationRules = []cluster.DestinationRule{{Namespace: "shop", Name: "tls-origination", Host: "orders.orders.svc.cluster.local",
+		TLS: []cluster.DRTLS{{Where: "trafficPolicy port 8443", Mode: "SIMPLE"}}}}
+	n := Audit(s, observed).Namespaces[0]
+	if _, ok := codes(n.Findings)[CodeDestinationRuleTLSNotIstio]; !ok || n.Readiness.Safe {
+		t.Errorf("SIMPLE toward a sidecar: findings %v readiness %+v", n.Findings, n.Readiness)
+	}
+
+	s = permissiveEstate()
+	s.Mesh.EnableAutoMTLS = false
+	if rd := Audit(s, observed).Namespaces[0].Readiness; rd.Safe || !strings.Contains(strings.Join(rd.Blockers, ";"), "enableAutoMtls is false") {
+		t.Errorf("auto mTLS off, no ISTIO_MUTUAL rule: %+v", rd)
+	}
+	s.DestinationRules = []cluster.DestinationRule{{Namespace: "orders", Name: "mtls", Host: "*.orders.svc.cluster.local",
+		TLS: []cluster.DRTLS{{Where: "trafficPolicy", Mode: "ISTIO_MUTUAL"}}}}
+	if rd := Audit(s, observed).Namespaces[0].Readiness; rd.Next != PhaseStrict || !rd.Safe {
+		t.Errorf("auto mTLS off but an ISTIO_MUTUAL rule covers the namespace: %+v", rd)
+	}
+}
