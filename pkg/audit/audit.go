@@ -47,6 +47,19 @@ func Audit(s *cluster.Snapshot, obs Observation) *Report {
 				Message: why + "; delete it or merge it into the policy that wins"})
 		}
 	}
+	if s.Istio.DestinationRulesPartial {
+		r.Findings = append(r.Findings, Finding{Code: CodeDestinationRulesPartial, Severity: SeverityWarning, Object: "cluster",
+			Message: "listing DestinationRules cluster-wide is forbidden, so only those in the audited and root namespaces were read; a rule elsewhere may turn TLS off toward them: grant list on destinationrules cluster-wide"})
+	}
+	for _, ap := range s.AuthorizationPolicies {
+		if ap.Namespace == s.Mesh.RootNamespace {
+			desc := name(ap.Namespace, ap.Name) + " (" + ap.Action
+			if ap.DryRun {
+				desc += ", dry-run"
+			}
+			r.Mesh.AuthorizationPolicies = append(r.Mesh.AuthorizationPolicies, desc+")")
+		}
+	}
 	if len(s.Injectors) == 0 {
 		r.Findings = append(r.Findings, Finding{Code: CodeInjectorNotInstalled, Severity: SeverityWarning, Object: "cluster",
 			Message: "no Istio sidecar injector webhook (*sidecar-injector.istio.io) is installed: install Istio before migrating"})
@@ -362,6 +375,9 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 		}
 		if len(nr.DestinationRules) > 0 {
 			rd.Blockers = append(rd.Blockers, plural(len(nr.DestinationRules), "DestinationRule setting", "DestinationRule settings")+" make clients send plaintext or non-Istio TLS to this namespace")
+		}
+		if s.Istio.DestinationRulesPartial {
+			rd.Blockers = append(rd.Blockers, "DestinationRules outside the audited namespaces could not be read (RBAC)")
 		}
 		if !s.Mesh.EnableAutoMTLS && !nr.istioMutualDR {
 			rd.Blockers = append(rd.Blockers, "enableAutoMtls is false and no DestinationRule sets ISTIO_MUTUAL toward this namespace: clients send plaintext")

@@ -27,6 +27,7 @@ const (
 	CodeTrafficUnavailable         = "TrafficUnavailable"
 	CodeTelemetryMissing           = "TelemetryMissing"
 	CodeDestinationRuleTLSNotIstio = "DestinationRuleTLSNotIstio"
+	CodeDestinationRulesPartial    = "DestinationRulesPartial"
 )
 
 // Codes lists every finding code.
@@ -37,5 +38,5 @@ var Codes = []string{
 	CodeMTLSDisabled, CodeStrictWithUnmeshedPods, CodePeerAuthenticationIgnored, CodeWorkloadMTLSOverride,
 	CodeDestinationRuleTLSDisabled, CodeAutoMTLSDisabled, CodeAllowNothingWithoutAllows, CodeIstioPoliciesUnreadable,
 	CodePlaintextClient, CodePlaintextOutbound, CodeTrafficUnavailable, CodeTelemetryMissing,
-	CodeDestinationRuleTLSNotIstio,
+	CodeDestinationRuleTLSNotIstio, CodeDestinationRulesPartial,
 }

@@ -47,6 +47,9 @@ type Mesh struct {
 	Injectors       []Injector `json:"injectors"`
 	// MTLS is the mesh-wide PeerAuthentication in the root namespace.
 	MTLS MTLSSource `json:"mtls"`
+	// AuthorizationPolicies in the root namespace apply mesh-wide:
+	// "namespace/name (ACTION[, dry-run])".
+	AuthorizationPolicies []string `json:"authorizationPolicies,omitempty"`
 }
 
 // Injector is an Istio sidecar injector webhook found in the cluster.

@@ -176,3 +176,19 @@ func TestVerifyBlockedByNonIstioTLSAndAutoMTLSOff(t *testing.T) {
 		t.Errorf("auto mTLS off but an ISTIO_MUTUAL rule covers the namespace: %+v", rd)
 	}
 }
+
+func TestPartialDestinationRulesAndMeshPolicies(t *testing.T) {
+	s := permissiveEstate()
+	s.Istio.DestinationRulesPartial = true
+	s.AuthorizationPolicies = []cluster.AuthorizationPolicy{{Namespace: "istio-system", Name: "deny-legacy", Action: "DENY", Rules: 1}}
+	r := Audit(s, Observation{Graph: graph(edge("shop", "cart", "orders", "orders", traffic.MutualTLS, 500))})
+	if _, ok := codes(r.Findings)[CodeDestinationRulesPartial]; !ok {
+		t.Errorf("findings %v", r.Findings)
+	}
+	if rd := r.Namespaces[0].Readiness; rd.Safe || !strings.Contains(strings.Join(rd.Blockers, ";"), "could not be read") {
+		t.Errorf("verify must not pass on a partial read: %+v", rd)
+	}
+	if len(r.Mesh.AuthorizationPolicies) != 1 || r.Mesh.AuthorizationPolicies[0] != "istio-system/deny-legacy (DENY)" {
+		t.Errorf("mesh-wide policies = %v", r.Mesh.AuthorizationPolicies)
+	}
+}

@@ -109,10 +109,10 @@ func (r *Reader) servedVersion(group, resource string, versions ...string) (stri
 
 // istioPolicies reads PeerAuthentications (audited namespaces and the root
 // namespace), DestinationRules (cluster-wide where allowed, since a rule in
-// any namespace can target this namespace's hosts) and AuthorizationPolicies.
+// any namespace can target this namespace's hosts) and AuthorizationPolicies (audited and root namespaces).
 // Missing CRDs are reported in the availability, not as an error, so the
 // audit still reports injection and pods.
-func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, names, policyNamespaces []string, clusterWide bool) (IstioAvailability, error) {
+func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, policyNamespaces []string, clusterWide bool) (IstioAvailability, error) {
 	sec, err := r.servedVersion(securityGroup, "peerauthentications", "v1", "v1beta1")
 	if err != nil {
 		return IstioAvailability{}, err
@@ -127,7 +127,6 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, names, polic
 		return avail, nil
 	}
 	inPolicyScope := setOf(policyNamespaces)
-	inScope := setOf(names)
 
 	if err := r.listNamespaced(ctx, "list", "peerauthentications."+securityGroup, policyNamespaces, clusterWide,
 		func(ns string) pager.ListPageFunc {
@@ -149,7 +148,7 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, names, polic
 		return avail, err
 	}
 
-	if err := r.listNamespaced(ctx, "list", "authorizationpolicies."+securityGroup, names, clusterWide,
+	if err := r.listNamespaced(ctx, "list", "authorizationpolicies."+securityGroup, policyNamespaces, clusterWide,
 		func(ns string) pager.ListPageFunc {
 			return func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				if sec == "v1" {
@@ -157,7 +156,7 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, names, polic
 				}
 				return r.Istio.SecurityV1beta1().AuthorizationPolicies(ns).List(ctx, o)
 			}
-		}, inScope, func(o runtime.Object) error {
+		}, inPolicyScope, func(o runtime.Object) error {
 			switch ap := o.(type) {
 			case *clientsecv1.AuthorizationPolicy:
 				snap.AuthorizationPolicies = append(snap.AuthorizationPolicies, authorizationPolicyFrom(&ap.ObjectMeta, &ap.Spec))
@@ -196,6 +195,7 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, names, polic
 		return avail, apiError("list", "destinationrules."+networkingGroup, "", err)
 	}
 	snap.DestinationRules = nil
+	avail.DestinationRulesPartial = true
 	return avail, r.listNamespaced(ctx, "list", "destinationrules."+networkingGroup, policyNamespaces, false, drPage, inPolicyScope, visitDR)
 }
 

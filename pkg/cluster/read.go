@@ -143,7 +143,7 @@ func (r *Reader) Read(ctx context.Context, scope Scope) (*Snapshot, error) {
 		})
 	})
 	g.Go(func() error {
-		avail, err := r.istioPolicies(ctx, snap, names, policyNamespaces, clusterWide)
+		avail, err := r.istioPolicies(ctx, snap, policyNamespaces, clusterWide)
 		snap.Istio = avail
 		return err
 	})

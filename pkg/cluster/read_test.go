@@ -221,3 +221,29 @@ func TestReadUnreachable(t *testing.T) {
 		t.Error("want an error when the API server cannot be reached")
 	}
 }
+
+func TestReadMarksDestinationRulesPartialWhenClusterWideIsForbidden(t *testing.T) {
+	f := newFixture(true)
+	f.istio.PrependReactor("list", "destinationrules", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetNamespace() == "" {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "networking.istio.io", Resource: "destinationrules"}, "", errors.New("denied"))
+		}
+		return false, nil, nil
+	})
+	f.istio.Tracker().Add(&clientsecv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "mesh-root", Name: "mesh-deny"},
+		Spec: securityv1beta1.AuthorizationPolicy{Action: securityv1beta1.AuthorizationPolicy_DENY}})
+	s, err := f.read(t, Scope{Namespaces: []string{"shop"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Istio.DestinationRulesPartial {
+		t.Error("a narrowed DestinationRule read must be recorded")
+	}
+	var root bool
+	for _, ap := range s.AuthorizationPolicies {
+		root = root || (ap.Namespace == "mesh-root" && ap.Action == "DENY")
+	}
+	if !root {
+		t.Errorf("mesh-wide AuthorizationPolicies in the root namespace must be read: %+v", s.AuthorizationPolicies)
+	}
+}

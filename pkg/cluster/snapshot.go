@@ -31,9 +31,11 @@ type Snapshot struct {
 	// Istio says whether Istio's policy kinds could be read; when they could
 	// not, PeerAuthentications, DestinationRules and AuthorizationPolicies are
 	// empty and the audit must not conclude anything from their absence.
-	Istio                 IstioAvailability     `json:"istio"`
-	PeerAuthentications   []PeerAuthentication  `json:"peerAuthentications"`
-	DestinationRules      []DestinationRule     `json:"destinationRules"`
+	Istio               IstioAvailability    `json:"istio"`
+	PeerAuthentications []PeerAuthentication `json:"peerAuthentications"`
+	DestinationRules    []DestinationRule    `json:"destinationRules"`
+	// AuthorizationPolicies of the audited namespaces and the root namespace
+	// (mesh-wide policies).
 	AuthorizationPolicies []AuthorizationPolicy `json:"authorizationPolicies"`
 }
 
@@ -109,6 +111,10 @@ type MeshConfig struct {
 type IstioAvailability struct {
 	PoliciesReadable bool   `json:"policiesReadable"`
 	Reason           string `json:"reason,omitempty"`
+	// DestinationRulesPartial: listing DestinationRules cluster-wide was
+	// forbidden, so only those in the audited and root namespaces were read;
+	// a rule elsewhere may still turn TLS off toward an audited namespace.
+	DestinationRulesPartial bool `json:"destinationRulesPartial,omitempty"`
 	// SecurityVersion and NetworkingVersion are the API versions read.
 	SecurityVersion   string `json:"securityVersion,omitempty"`
 	NetworkingVersion string `json:"networkingVersion,omitempty"`
