@@ -374,7 +374,7 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 			rd.Blockers = append(rd.Blockers, plural(p.NotMeshed, "pod stays", "pods stay")+" out of the mesh; under STRICT their calls to meshed pods fail")
 		}
 		if len(nr.DestinationRules) > 0 {
-			rd.Blockers = append(rd.Blockers, plural(len(nr.DestinationRules), "DestinationRule setting", "DestinationRule settings")+" make clients send plaintext or non-Istio TLS to this namespace")
+			rd.Blockers = append(rd.Blockers, plural(len(nr.DestinationRules), "DestinationRule setting makes", "DestinationRule settings make")+" clients send plaintext or non-Istio TLS to this namespace")
 		}
 		if s.Istio.DestinationRulesPartial {
 			rd.Blockers = append(rd.Blockers, "DestinationRules outside the audited namespaces could not be read (RBAC)")
@@ -417,7 +417,7 @@ func verifyBlockers(t Traffic) []string {
 	}
 	var out []string
 	for _, c := range t.PlaintextClients {
-		out = append(out, fmt.Sprintf("plaintext from %s (%.0f over %s)", c.Name(), c.Count, t.Window))
+		out = append(out, fmt.Sprintf("plaintext from %s (%s over %s)", c.Name(), amount(c), t.Window))
 	}
 	return out
 }

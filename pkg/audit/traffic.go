@@ -52,6 +52,9 @@ type TrafficCounts struct {
 	MTLS      float64 `json:"mtls"`
 	Plaintext float64 `json:"plaintext"`
 	Unknown   float64 `json:"unknown"`
+	// Bytes received over TCP, all securities; long-lived connections show
+	// here without opening any connection in the window.
+	Bytes float64 `json:"bytes"`
 }
 
 // Client is one side of plaintext traffic, aggregated over destinations.
@@ -65,6 +68,7 @@ type Client struct {
 	Destinations []string `json:"destinations"`
 	Protocols    []string `json:"protocols"`
 	Count        float64  `json:"count"`
+	Bytes        float64  `json:"bytes,omitempty"`
 }
 
 // Name is "namespace/workload", or a description of unidentified clients.
@@ -143,6 +147,7 @@ func (ix *trafficIndex) namespaceTraffic(ns string) Traffic {
 	clients := map[string]*Client{}
 	for _, e := range in {
 		t.Inbound.Total += e.Count
+		t.Inbound.Bytes += e.Bytes
 		switch e.Security {
 		case traffic.MutualTLS:
 			t.Inbound.MTLS += e.Count
@@ -166,7 +171,7 @@ func (ix *trafficIndex) namespaceTraffic(ns string) Traffic {
 	switch {
 	case g.Empty():
 		t.Status, t.Reason = TrafficNoData, "no Istio traffic at all in the window: is telemetry enabled and scraped?"
-	case t.Inbound.Total == 0:
+	case t.Inbound.Total == 0 && t.Inbound.Bytes == 0:
 		t.Status, t.Reason = TrafficNoData, "no inbound traffic observed: inconclusive (no callers in the window, or its workloads have no sidecar to report)"
 	default:
 		t.Status = TrafficObserved
@@ -182,6 +187,7 @@ func addClient(m map[string]*Client, ns, workload, meshed, peer string, e traffi
 		m[key] = c
 	}
 	c.Count += e.Count
+	c.Bytes += e.Bytes
 	if !contains(c.Destinations, peer) {
 		c.Destinations = append(c.Destinations, peer)
 	}
@@ -227,15 +233,28 @@ func trafficFindings(ns string, t Traffic) []Finding {
 			obj = "Namespace/" + ns
 		}
 		f = append(f, Finding{Code: CodePlaintextClient, Severity: SeverityWarning, Object: obj,
-			Message: fmt.Sprintf("%s sent %.0f plaintext %s to %s over %s: STRICT would reject them; mesh the client or keep PERMISSIVE",
-				who, c.Count, unit(c.Protocols), strings.Join(c.Destinations, ", "), t.Window)})
+			Message: fmt.Sprintf("%s sent %s to %s over %s: STRICT would reject them; mesh the client or keep PERMISSIVE",
+				who, amount(c), strings.Join(c.Destinations, ", "), t.Window)})
 	}
 	for _, c := range t.PlaintextOutbound {
 		f = append(f, Finding{Code: CodePlaintextOutbound, Severity: SeverityInfo, Object: "Workload/" + c.Namespace + "/" + c.Workload,
-			Message: fmt.Sprintf("this namespace's %s sent %.0f plaintext %s to %s over %s",
-				strings.Join(c.Destinations, ", "), c.Count, unit(c.Protocols), c.Name(), t.Window)})
+			Message: fmt.Sprintf("this namespace's %s sent %s to %s over %s",
+				strings.Join(c.Destinations, ", "), amount(c), c.Name(), t.Window)})
 	}
 	return f
+}
+
+// amount says how much plaintext a client sent: "120 plaintext requests",
+// "5000 plaintext bytes over long-lived connections".
+func amount(c Client) string {
+	out := fmt.Sprintf("%.0f plaintext %s", c.Count, unit(c.Protocols))
+	switch {
+	case c.Count == 0 && c.Bytes > 0:
+		return fmt.Sprintf("%.0f plaintext bytes over long-lived TCP connections", c.Bytes)
+	case c.Bytes > 0:
+		out += fmt.Sprintf(" (%.0f bytes)", c.Bytes)
+	}
+	return out
 }
 
 func unit(protocols []string) string {

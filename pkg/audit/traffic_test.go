@@ -192,3 +192,16 @@ func TestPartialDestinationRulesAndMeshPolicies(t *testing.T) {
 		t.Errorf("mesh-wide policies = %v", r.Mesh.AuthorizationPolicies)
 	}
 }
+
+func TestLongLivedPlaintextConnectionBlocks(t *testing.T) {
+	s := permissiveEstate()
+	long := traffic.Edge{Source: traffic.Endpoint{Namespace: "legacy", Workload: "reporting"}, Destination: traffic.Endpoint{Namespace: "orders", Workload: "orders"},
+		Protocol: traffic.TCP, Security: traffic.Plaintext, Bytes: 5000}
+	o := Audit(s, Observation{Graph: graph(long)}).Namespaces[0]
+	if o.Traffic.Status != TrafficObserved || len(o.Traffic.PlaintextClients) != 1 || o.Readiness.Safe {
+		t.Fatalf("a long-lived plaintext connection (bytes, no new connection) must block: %+v %+v", o.Traffic, o.Readiness)
+	}
+	if f := codes(o.Findings)[CodePlaintextClient]; !strings.Contains(f.Message, "5000 plaintext bytes over long-lived TCP connections") {
+		t.Errorf("finding = %q", f.Message)
+	}
+}

@@ -59,6 +59,9 @@ type Edge struct {
 	Protocol string  `json:"protocol"`
 	Security string  `json:"security"`
 	Count    float64 `json:"count"`
+	// Bytes is what a TCP destination received over the window; a
+	// long-lived connection opened before the window has Bytes but Count 0.
+	Bytes float64 `json:"bytes,omitempty"`
 }
 
 // UnmeshedSource tells a client that carries no sidecar: Istio could not
@@ -144,8 +147,8 @@ func Load(path string) (*Graph, error) {
 			path, g.APIVersion, g.Kind, APIVersion, Kind)
 	}
 	for i, e := range g.Edges {
-		if e.Destination.Namespace == "" || (e.Security != MutualTLS && e.Security != Plaintext && e.Security != Unknown) || e.Count < 0 {
-			return nil, fmt.Errorf("traffic file %s: edge %d is malformed (destination namespace, security mutual_tls|plaintext|unknown, count >= 0)", path, i)
+		if e.Destination.Namespace == "" || (e.Security != MutualTLS && e.Security != Plaintext && e.Security != Unknown) || e.Count < 0 || e.Bytes < 0 || (e.Count == 0 && e.Bytes == 0) {
+			return nil, fmt.Errorf("traffic file %s: edge %d is malformed (destination namespace, security mutual_tls|plaintext|unknown, count and bytes >= 0, not both 0)", path, i)
 		}
 	}
 	g.Source = "file " + path

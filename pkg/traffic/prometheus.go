@@ -17,17 +17,39 @@ import (
 const groupBy = "source_workload_namespace,source_workload,source_principal," +
 	"destination_workload_namespace,destination_workload,destination_service_name,connection_security_policy"
 
-// Queries returns the PromQL that reads the graph over window: one query per
-// protocol, aggregated server-side, never one per pod. Only destination-side
-// series are used: on source series connection_security_policy is always
-// "unknown", and a client without a sidecar reports nothing (ISTIO.md 3.2,
-// 3.3). Waypoints report for ambient destinations.
+// The queries, keyed by what they count.
+const (
+	queryRequests    = "requests"
+	queryConnections = "connections"
+	queryBytes       = "bytes"
+)
+
+// countOverWindow is PromQL for how much counter metric grew over window w,
+// per series, summed by both ends of the call. increase() alone misses a
+// series born inside the window (its first sample is the baseline), which
+// is exactly a new or rare caller, and after the inject phase every server
+// pod's series are new. So series that already existed at the window's
+// start count their increase, and series born inside it count their whole
+// value.
+func countOverWindow(metric, w string) string {
+	sel := metric + `{reporter=~"destination|waypoint"}`
+	return fmt.Sprintf("sum by (%s) ((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))",
+		groupBy, sel, w, sel, w, sel, w)
+}
+
+// Queries returns the PromQL that reads the graph over window: requests
+// (HTTP, gRPC), TCP connections opened, and TCP bytes received (a long-lived
+// connection opened before the window sends bytes but opens nothing; it
+// breaks under STRICT all the same). Aggregated server-side, never one query
+// per pod. Only destination-side series are used: on source series
+// connection_security_policy is always "unknown", and a client without a
+// sidecar reports nothing (ISTIO.md 3.2, 3.3). Waypoints report for ambient.
 func Queries(window time.Duration) map[string]string {
 	w := model.Duration(window).String()
-	sel := `{reporter=~"destination|waypoint"}`
 	return map[string]string{
-		HTTP: fmt.Sprintf("sum by (%s) (increase(istio_requests_total%s[%s]))", groupBy, sel, w),
-		TCP:  fmt.Sprintf("sum by (%s) (increase(istio_tcp_connections_opened_total%s[%s]))", groupBy, sel, w),
+		queryRequests:    countOverWindow("istio_requests_total", w),
+		queryConnections: countOverWindow("istio_tcp_connections_opened_total", w),
+		queryBytes:       countOverWindow("istio_tcp_received_bytes_total", w),
 	}
 }
 
@@ -66,8 +88,9 @@ func (p *Prometheus) Read(ctx context.Context, window time.Duration) (*Graph, er
 	g := &Graph{APIVersion: APIVersion, Kind: Kind, Source: "prometheus " + p.URL,
 		Window: model.Duration(window).String(), Start: end.Add(-window), End: end}
 	qs := Queries(window)
-	for _, proto := range []string{HTTP, TCP} {
-		q := qs[proto]
+	results := map[string]model.Vector{}
+	for _, what := range []string{queryRequests, queryConnections, queryBytes} {
+		q := qs[what]
 		g.Queries = append(g.Queries, q)
 		v, _, _, err := p.API.Query(ctx, q, end)
 		if err != nil {
@@ -77,10 +100,37 @@ func (p *Prometheus) Read(ctx context.Context, window time.Duration) (*Graph, er
 		if !ok {
 			return nil, fmt.Errorf("query Prometheus at %s: want a vector, got %s\nquery: %s", p.URL, v.Type(), q)
 		}
-		g.Edges = append(g.Edges, EdgesFromVector(vec, proto)...)
+		results[what] = vec
 	}
+	g.Edges = append(EdgesFromVector(results[queryRequests], HTTP),
+		withBytes(EdgesFromVector(results[queryConnections], TCP), EdgesFromVector(results[queryBytes], TCP))...)
 	g.sort()
 	return g, nil
+}
+
+// withBytes merges the bytes received into the TCP edges; a pair that sent
+// bytes without opening a connection in the window (a long-lived one)
+// becomes an edge with Count 0 and its Bytes.
+func withBytes(conns, bytes []Edge) []Edge {
+	type key struct {
+		src, dst Endpoint
+		sec      string
+	}
+	idx := make(map[key]int, len(conns))
+	for i, e := range conns {
+		idx[key{e.Source, e.Destination, e.Security}] = i
+	}
+	for _, b := range bytes {
+		k := key{b.Source, b.Destination, b.Security}
+		if i, ok := idx[k]; ok {
+			conns[i].Bytes = b.Count
+			continue
+		}
+		b.Bytes, b.Count = b.Count, 0
+		idx[k] = len(conns)
+		conns = append(conns, b)
+	}
+	return conns
 }
 
 func explain(err error) error {

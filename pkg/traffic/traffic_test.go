@@ -34,9 +34,13 @@ func recorded(t *testing.T, queryStatus int) (*httptest.Server, *[]string) {
 				fmt.Fprint(w, `{"status":"error","errorType":"bad_data","error":"parse error"}`)
 				return
 			}
-			file = "tcp.json"
-			if strings.Contains(q, "istio_requests_total") {
+			switch {
+			case strings.Contains(q, "istio_requests_total"):
 				file = "requests.json"
+			case strings.Contains(q, "istio_tcp_received_bytes_total"):
+				file = "bytes.json"
+			default:
+				file = "tcp.json"
 			}
 		default:
 			http.NotFound(w, r)
@@ -69,12 +73,16 @@ func TestReadMapsRecordedResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(*queries) != 2 {
-		t.Errorf("want one query per protocol, ran %d", len(*queries))
+	if len(*queries) != 3 {
+		t.Errorf("want three queries (requests, connections, bytes), ran %d", len(*queries))
 	}
 	for _, q := range *queries {
 		if !strings.Contains(q, `reporter=~"destination|waypoint"`) || !strings.Contains(q, "[1d]") || !strings.Contains(q, "sum by (") {
 			t.Errorf("query %q: want aggregated destination-side series over the window", q)
+		}
+		// Series born inside the window count their whole value.
+		if !strings.Contains(q, "offset 1d) or last_over_time(") {
+			t.Errorf("query %q: a caller whose series appears inside the window would be missed", q)
 		}
 	}
 	if g.Window != "1d" || !g.Start.Equal(time.Date(2025, 12, 31, 0, 0, 0, 0, time.UTC)) || g.Source != "prometheus "+srv.URL {
@@ -84,7 +92,8 @@ func TestReadMapsRecordedResponses(t *testing.T) {
 	want := []Edge{
 		{Source: Endpoint{Namespace: "legacy", Workload: "unknown"}, Destination: Endpoint{Namespace: "orders", Workload: "orders", Service: "orders"}, Protocol: HTTP, Security: Plaintext, Count: 120},
 		{Source: Endpoint{Namespace: "shop", Workload: "cart", Principal: "cluster.local/ns/shop/sa/cart"}, Destination: Endpoint{Namespace: "orders", Workload: "orders", Service: "orders"}, Protocol: HTTP, Security: MutualTLS, Count: 4500.5},
-		{Source: Endpoint{Workload: "unknown"}, Destination: Endpoint{Namespace: "payments", Workload: "ledger", Service: "ledger"}, Protocol: TCP, Security: Unknown, Count: 7},
+		{Source: Endpoint{Workload: "unknown"}, Destination: Endpoint{Namespace: "payments", Workload: "ledger", Service: "ledger"}, Protocol: TCP, Security: Unknown, Count: 7, Bytes: 2048},
+		{Source: Endpoint{Namespace: "legacy", Workload: "reporting"}, Destination: Endpoint{Namespace: "payments", Workload: "ledger", Service: "ledger"}, Protocol: TCP, Security: Plaintext, Bytes: 5000},
 	}
 	if len(g.Edges) != len(want) {
 		t.Fatalf("edges = %+v", g.Edges)
@@ -137,7 +146,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(back.Edges) != len(g.Edges) || back.Edges[1] != g.Edges[1] || back.Window != g.Window || back.Source != "file "+path {
+		if len(back.Edges) != len(g.Edges) || back.Edges[1] != g.Edges[1] || back.Edges[2] != g.Edges[2] || back.Window != g.Window || back.Source != "file "+path {
 			t.Errorf("%s: round trip lost data: %+v", name, back)
 		}
 	}

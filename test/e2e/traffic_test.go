@@ -117,7 +117,7 @@ func TestTraffic(t *testing.T) {
 			// orders still has a DestinationRule with tls DISABLE aimed at it:
 			// the gate stays closed for that reason alone.
 			blockers := strings.Join(orders.Readiness.Blockers, ";")
-			if strings.Contains(blockers, "plaintext") || !strings.Contains(blockers, "DestinationRule") {
+			if strings.Contains(blockers, "plaintext from") || !strings.Contains(blockers, "DestinationRule") {
 				t.Errorf("blockers = %q", blockers)
 			}
 			return ctx
