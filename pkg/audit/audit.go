@@ -81,9 +81,15 @@ func Audit(s *cluster.Snapshot, obs Observation) *Report {
 	}
 
 	podsByNS := map[string][]*cluster.Pod{}
+	finishedByNS := map[string][]*cluster.Pod{}
 	for i := range s.Pods {
 		p := &s.Pods[i]
 		if p.Phase == "Succeeded" || p.Phase == "Failed" {
+			// Not counted (they carry no traffic now), but a finished Job
+			// pod is the only trace of a CronJob between its runs.
+			if p.Owner.Kind == "Job" || p.Owner.Kind == "CronJob" {
+				finishedByNS[p.Namespace] = append(finishedByNS[p.Namespace], p)
+			}
 			continue
 		}
 		podsByNS[p.Namespace] = append(podsByNS[p.Namespace], p)
@@ -96,6 +102,10 @@ func Audit(s *cluster.Snapshot, obs Observation) *Report {
 	tix := indexTraffic(obs, s)
 	for _, ns := range s.Namespaces {
 		nr := auditNamespace(s, ns, injectors, mesh, byNS[ns.Name], podsByNS[ns.Name], apsByNS[ns.Name], tix)
+		if nr.Excluded == "" {
+			nr.Findings = append(nr.Findings, jobFindings(finishedByNS[ns.Name], ns.Labels, injectors)...)
+			sortFindings(nr.Findings)
+		}
 		r.Namespaces = append(r.Namespaces, nr)
 	}
 	r.Summary = summarize(r)
@@ -157,6 +167,25 @@ func podsOf(pods []*cluster.Pod, nsLabels map[string]string, injectors []injecto
 		out.Items = append(out.Items, pr)
 	}
 	out.NotMeshed = out.Total - out.Meshed
+	return out
+}
+
+// jobFindings reports Jobs and CronJobs whose finished pods ran without a
+// sidecar and whose next run will not get one either (opted out, or nothing
+// selects them): each run is a plaintext client that STRICT destinations
+// reject. A Job whose next run will be injected is not reported.
+func jobFindings(finished []*cluster.Pod, nsLabels map[string]string, injectors []injector) []Finding {
+	var out []Finding
+	seen := map[string]bool{}
+	for _, p := range finished {
+		pr := classifyPod(p, nsLabels, injectors)
+		if pr.Sidecar != "" || (pr.State != PodNotInjectable && pr.State != PodNotSelected) || seen[pr.Workload] {
+			continue
+		}
+		seen[pr.Workload] = true
+		out = append(out, Finding{Code: CodeJobNotMeshed, Severity: SeverityWarning, Object: pr.Workload,
+			Message: fmt.Sprintf("its runs go without a sidecar (%s): each run calls in plaintext and fails against STRICT destinations; use native sidecars instead of opting out", pr.Reason)})
+	}
 	return out
 }
 

@@ -485,3 +485,26 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestFinishedOptedOutCronJobIsReported(t *testing.T) {
+	s := snapshot()
+	s.Namespaces = []cluster.Namespace{ns("shop", "istio-injection", "enabled")}
+	optedOut := pod("shop", "report-1", owner("CronJob", "report"), label("sidecar.istio.io/inject", "false"))
+	optedOut.Phase = "Succeeded"
+	willBeInjected := pod("shop", "backup-1", owner("CronJob", "backup"))
+	willBeInjected.Phase = "Succeeded"
+	s.Pods = []cluster.Pod{optedOut, willBeInjected}
+	n := nsReport(t, s, "shop")
+	if n.Pods.Total != 0 {
+		t.Errorf("finished pods are not counted: %+v", n.Pods)
+	}
+	var objs []string
+	for _, f := range n.Findings {
+		if f.Code == CodeJobNotMeshed {
+			objs = append(objs, f.Object)
+		}
+	}
+	if len(objs) != 1 || objs[0] != "CronJob/report" {
+		t.Errorf("JobNotMeshed on %v, want only CronJob/report (backup's next run is injected)", objs)
+	}
+}

@@ -28,6 +28,7 @@ const (
 	CodeTelemetryMissing           = "TelemetryMissing"
 	CodeDestinationRuleTLSNotIstio = "DestinationRuleTLSNotIstio"
 	CodeDestinationRulesPartial    = "DestinationRulesPartial"
+	CodeJobNotMeshed               = "JobNotMeshed"
 )
 
 // Codes lists every finding code.
@@ -38,5 +39,5 @@ var Codes = []string{
 	CodeMTLSDisabled, CodeStrictWithUnmeshedPods, CodePeerAuthenticationIgnored, CodeWorkloadMTLSOverride,
 	CodeDestinationRuleTLSDisabled, CodeAutoMTLSDisabled, CodeAllowNothingWithoutAllows, CodeIstioPoliciesUnreadable,
 	CodePlaintextClient, CodePlaintextOutbound, CodeTrafficUnavailable, CodeTelemetryMissing,
-	CodeDestinationRuleTLSNotIstio, CodeDestinationRulesPartial,
+	CodeDestinationRuleTLSNotIstio, CodeDestinationRulesPartial, CodeJobNotMeshed,
 }
