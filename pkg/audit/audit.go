@@ -215,8 +215,26 @@ func groupByWorkload(items []Pod, state string) []workloadGroup {
 	return out
 }
 
-// restartHint says how to get a workload's pods recreated.
-func restartHint(workload, ns string) string {
+// onDeleteIn returns the namespace's workloads with updateStrategy OnDelete.
+func onDeleteIn(s *cluster.Snapshot, ns string) map[string]bool {
+	out := map[string]bool{}
+	for _, w := range s.OnDelete {
+		if w.Namespace == ns {
+			out[w.String()] = true
+		}
+	}
+	return out
+}
+
+// restartHint says how to get a workload's pods recreated. A rollout
+// restart does not replace the pods of an OnDelete StatefulSet or DaemonSet:
+// name the pods to delete instead (DESIGN.md lessons).
+func restartHint(g workloadGroup, ns string, onDelete map[string]bool) string {
+	if onDelete[g.workload] {
+		return fmt.Sprintf("%s uses updateStrategy OnDelete, so a rollout restart does not replace its pods: kubectl delete pod -n %s %s",
+			g.workload, ns, strings.Join(g.pods, " "))
+	}
+	workload := g.workload
 	kind, name, _ := strings.Cut(workload, "/")
 	switch kind {
 	case "Deployment", "StatefulSet", "DaemonSet":
@@ -268,13 +286,14 @@ func namespaceFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceRe
 			fmt.Sprintf("%s and istio.io/rev or istio.io/dataplane-mode are both set; %s wins: keep one label", labelInjection, labelInjection))
 	}
 
+	onDelete := onDeleteIn(s, ns.Name)
 	for _, g := range groupByWorkload(nr.Pods.Items, PodNeedsRestart) {
 		add(CodePodNeedsRestart, SeverityWarning, g.workload,
-			fmt.Sprintf("%s without a sidecar though the namespace selects injection: %s", plural(len(g.pods), "pod", "pods"), restartHint(g.workload, ns.Name)))
+			fmt.Sprintf("%s without a sidecar though the namespace selects injection: %s", plural(len(g.pods), "pod", "pods"), restartHint(g, ns.Name, onDelete)))
 	}
 	for _, g := range groupByWorkload(nr.Pods.Items, PodWrongRevision) {
 		add(CodePodRevisionMismatch, SeverityWarning, g.workload,
-			fmt.Sprintf("%s (%s): %s", plural(len(g.pods), "pod runs an old sidecar", "pods run an old sidecar"), g.reason, restartHint(g.workload, ns.Name)))
+			fmt.Sprintf("%s (%s): %s", plural(len(g.pods), "pod runs an old sidecar", "pods run an old sidecar"), g.reason, restartHint(g, ns.Name, onDelete)))
 	}
 	for _, g := range groupByWorkload(nr.Pods.Items, PodSidecarNotExpected) {
 		add(CodePodSidecarNotExpected, SeverityInfo, g.workload,
@@ -378,6 +397,16 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 			rd.Reason = fmt.Sprintf("%d pods need a restart to get a current sidecar", p.NeedRestart+p.WrongRevision)
 		default:
 			rd.Reason = "no injector serves the namespace's selection"
+		}
+		onDelete := onDeleteIn(s, nr.Name)
+		for _, state := range []string{PodNeedsRestart, PodWrongRevision} {
+			for _, g := range groupByWorkload(nr.Pods.Items, state) {
+				if onDelete[g.workload] {
+					rd.Safe = false
+					rd.Blockers = append(rd.Blockers, fmt.Sprintf("%s uses updateStrategy OnDelete: its pods %s must be deleted, a restart will not replace them",
+						g.workload, strings.Join(g.pods, ", ")))
+				}
+			}
 		}
 		if len(s.Injectors) == 0 {
 			rd.Safe = false

@@ -508,3 +508,18 @@ func TestFinishedOptedOutCronJobIsReported(t *testing.T) {
 		t.Errorf("JobNotMeshed on %v, want only CronJob/report (backup's next run is injected)", objs)
 	}
 }
+
+func TestOnDeleteWorkloadsNeedTheirPodsDeleted(t *testing.T) {
+	s := snapshot()
+	s.Namespaces = []cluster.Namespace{ns("shop", "istio-injection", "enabled")}
+	s.Pods = []cluster.Pod{pod("shop", "db-0", owner("StatefulSet", "db")), pod("shop", "db-1", owner("StatefulSet", "db"))}
+	s.OnDelete = []cluster.NamespacedWorkload{{Namespace: "shop", WorkloadRef: cluster.WorkloadRef{Kind: "StatefulSet", Name: "db"}}}
+	n := nsReport(t, s, "shop")
+	f := codes(n.Findings)[CodePodNeedsRestart]
+	if !strings.Contains(f.Message, "kubectl delete pod -n shop db-0 db-1") || strings.Contains(f.Message, "kubectl rollout restart") {
+		t.Errorf("hint = %q", f.Message)
+	}
+	if n.Readiness.Safe || !strings.Contains(strings.Join(n.Readiness.Blockers, ";"), "OnDelete") {
+		t.Errorf("readiness = %+v", n.Readiness)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -142,6 +143,36 @@ func (r *Reader) Read(ctx context.Context, scope Scope) (*Snapshot, error) {
 			return nil
 		})
 	})
+	var onDeleteMu sync.Mutex
+	addOnDelete := func(ns, kind, name string) {
+		onDeleteMu.Lock()
+		snap.OnDelete = append(snap.OnDelete, NamespacedWorkload{Namespace: ns, WorkloadRef: WorkloadRef{Kind: kind, Name: name}})
+		onDeleteMu.Unlock()
+	}
+	g.Go(func() error {
+		return r.listNamespaced(ctx, "list", "statefulsets", names, clusterWide, func(ns string) pager.ListPageFunc {
+			return func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return r.Kube.AppsV1().StatefulSets(ns).List(ctx, o)
+			}
+		}, inScope, func(o runtime.Object) error {
+			if st := o.(*appsv1.StatefulSet); st.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+				addOnDelete(st.Namespace, "StatefulSet", st.Name)
+			}
+			return nil
+		})
+	})
+	g.Go(func() error {
+		return r.listNamespaced(ctx, "list", "daemonsets", names, clusterWide, func(ns string) pager.ListPageFunc {
+			return func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return r.Kube.AppsV1().DaemonSets(ns).List(ctx, o)
+			}
+		}, inScope, func(o runtime.Object) error {
+			if ds := o.(*appsv1.DaemonSet); ds.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType {
+				addOnDelete(ds.Namespace, "DaemonSet", ds.Name)
+			}
+			return nil
+		})
+	})
 	g.Go(func() error {
 		avail, err := r.istioPolicies(ctx, snap, policyNamespaces, clusterWide)
 		snap.Istio = avail
@@ -153,6 +184,10 @@ func (r *Reader) Read(ctx context.Context, scope Scope) (*Snapshot, error) {
 	for i := range snap.Pods {
 		snap.Pods[i].Owner = resolveOwner(snap.Pods[i], rawOwners[i], owners)
 	}
+	sort.Slice(snap.OnDelete, func(i, j int) bool {
+		a, b := snap.OnDelete[i], snap.OnDelete[j]
+		return a.Namespace+"/"+a.String() < b.Namespace+"/"+b.String()
+	})
 	sort.Slice(snap.Pods, func(i, j int) bool {
 		a, b := snap.Pods[i], snap.Pods[j]
 		if a.Namespace != b.Namespace {

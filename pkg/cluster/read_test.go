@@ -8,6 +8,7 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,6 +69,12 @@ func newFixture(withIstioCRDs bool) *fixture {
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "report-123-x", OwnerReferences: controller("Job", "report-123")}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "debug"}, Spec: corev1.PodSpec{HostNetwork: true}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "api"}},
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
+			Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}}},
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cache"},
+			Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}}},
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "agent"},
+			Spec: appsv1.DaemonSetSpec{UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}}},
 	)
 	scheme := metadatafake.NewTestScheme()
 	_ = metav1.AddMetaToScheme(scheme)
@@ -145,6 +152,9 @@ func TestReadNamedNamespace(t *testing.T) {
 	}
 	if pas["mesh-root/default"].Mode != ModeStrict || pas["shop/web"].Mode != ModeUnset || pas["shop/web"].PortModes[9090] != ModeDisable {
 		t.Errorf("policies = %+v", pas)
+	}
+	if len(s.OnDelete) != 1 || s.OnDelete[0].String() != "StatefulSet/db" || s.OnDelete[0].Namespace != "shop" {
+		t.Errorf("OnDelete = %+v: want only shop's OnDelete StatefulSet", s.OnDelete)
 	}
 	if len(s.AuthorizationPolicies) != 1 || !s.AuthorizationPolicies[0].DryRun || !s.AuthorizationPolicies[0].Namespaced {
 		t.Errorf("authorization policies = %+v", s.AuthorizationPolicies)

@@ -22,6 +22,10 @@ type Snapshot struct {
 	Namespaces []Namespace `json:"namespaces"`
 	// Pods in the audited namespaces.
 	Pods []Pod `json:"pods"`
+	// OnDelete lists the StatefulSets and DaemonSets of the audited
+	// namespaces with updateStrategy OnDelete: a rollout restart does not
+	// replace their pods.
+	OnDelete []NamespacedWorkload `json:"onDelete,omitempty"`
 	// Injectors are the webhooks of Istio's sidecar injector configurations.
 	Injectors []InjectorWebhook `json:"injectors"`
 	// IstiodNamespace is where the injector's service lives (istio-system by default).
@@ -81,6 +85,12 @@ type WorkloadRef struct {
 }
 
 func (w WorkloadRef) String() string { return w.Kind + "/" + w.Name }
+
+// NamespacedWorkload is a workload and its namespace.
+type NamespacedWorkload struct {
+	Namespace string `json:"namespace"`
+	WorkloadRef
+}
 
 // InjectorWebhook is one webhook of a sidecar injector
 // MutatingWebhookConfiguration (istio-sidecar-injector[-rev] or
