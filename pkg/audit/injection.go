@@ -220,3 +220,28 @@ func classifyPod(p *cluster.Pod, nsLabels map[string]string, injectors []injecto
 func ambientCaptured(p *cluster.Pod) bool {
 	return p.Annotations[annotationAmbient] == "enabled"
 }
+
+// PodsUnder classifies namespace ns's running pods as they would stand if the
+// namespace carried nsLabels (for example after a plan relabels it): which
+// are meshed, which a restart would inject, which stay out. It reads only
+// the snapshot; pods of other namespaces are ignored.
+func PodsUnder(s *cluster.Snapshot, ns string, nsLabels map[string]string) Pods {
+	var pods []*cluster.Pod
+	for i := range s.Pods {
+		p := &s.Pods[i]
+		if p.Namespace == ns && p.Phase != "Succeeded" && p.Phase != "Failed" {
+			pods = append(pods, p)
+		}
+	}
+	return podsOf(pods, nsLabels, compileInjectors(s.Injectors))
+}
+
+// InjectorFor returns the injector that would inject an ordinary pod of a
+// namespace labelled nsLabels, and false when none would.
+func InjectorFor(s *cluster.Snapshot, nsLabels map[string]string) (Injector, bool) {
+	w := selecting(compileInjectors(s.Injectors), nsLabels, nil)
+	if w == nil {
+		return Injector{}, false
+	}
+	return Injector{Configuration: w.Configuration, Webhook: w.Name, Revision: w.Revision, Tag: w.Tag}, true
+}

@@ -87,6 +87,13 @@ type NamespaceReport struct {
 	istioMutualDR bool
 }
 
+// ClientsSendIstioMTLS tells whether meshed clients send Istio mTLS to the
+// namespace: auto mTLS is on, or a DestinationRule sets ISTIO_MUTUAL toward
+// it (ISTIO.md 2.3).
+func (n *NamespaceReport) ClientsSendIstioMTLS(autoMTLS bool) bool {
+	return autoMTLS || n.istioMutualDR
+}
+
 // Injection modes, from the namespace's labels (ISTIO.md 1.3).
 const (
 	InjectionEnabled  = "enabled"  // istio-injection=enabled

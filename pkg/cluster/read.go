@@ -77,6 +77,13 @@ func (r *Reader) Read(ctx context.Context, scope Scope) (*Snapshot, error) {
 		return nil, err
 	}
 	snap := &Snapshot{TakenAt: r.now().UTC(), Context: r.Context, Server: r.Server, Namespaces: nss}
+	// kube-system's UID names the cluster whatever the kubeconfig calls it; a
+	// plan records it so it is never applied to another cluster. Best effort:
+	// the audit does not need it, and an empty UID makes apply fall back to
+	// the server URL.
+	if ks, err := r.Kube.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err == nil {
+		snap.ClusterUID = string(ks.UID)
+	}
 	names := make([]string, len(nss))
 	inScope := make(map[string]bool, len(nss))
 	for i, ns := range nss {

@@ -17,6 +17,10 @@ type Snapshot struct {
 	// Context and Server name the cluster the snapshot was read from.
 	Context string `json:"context,omitempty"`
 	Server  string `json:"server,omitempty"`
+	// ClusterUID is the UID of the kube-system namespace: the cluster's
+	// identity, whatever the kubeconfig context is called. Empty when it
+	// could not be read.
+	ClusterUID string `json:"clusterUID,omitempty"`
 
 	// Namespaces are the audited namespaces, sorted by name.
 	Namespaces []Namespace `json:"namespaces"`
