@@ -1,0 +1,156 @@
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// seal computes the plan's hash over its content (everything but ID, Hash
+// and CreatedAt, so planning the same state twice gives the same plan) and
+// derives the ID from it.
+func (p *Plan) seal() error {
+	h, err := p.contentHash()
+	if err != nil {
+		return err
+	}
+	p.Hash = h
+	p.ID = "mp-" + h[len("sha256:"):len("sha256:")+12]
+	return nil
+}
+
+func (p *Plan) contentHash() (string, error) {
+	c := *p
+	c.ID, c.Hash, c.CreatedAt = "", "", time.Time{}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return "", fmt.Errorf("hash the plan: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// Marshal encodes the plan as YAML, or as indented JSON.
+func (p *Plan) Marshal(asJSON bool) ([]byte, error) {
+	if asJSON {
+		b, err := json.MarshalIndent(p, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		return append(b, '\n'), nil
+	}
+	return yaml.Marshal(p)
+}
+
+// Load reads a plan file written by `kubectl meshmigrate plan`.
+func Load(path string) (*Plan, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("plan file %s does not exist: make one with `kubectl meshmigrate plan -o yaml > %s`", path, path)
+		}
+		return nil, fmt.Errorf("read plan file: %w", err)
+	}
+	p, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("plan file %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Parse decodes a plan (YAML or JSON) and checks it: the schema identity,
+// the structure apply relies on, and that the content still matches its
+// hash, so a plan edited after review is refused rather than applied.
+func Parse(raw []byte) (*Plan, error) {
+	var p Plan
+	if err := yaml.UnmarshalStrict(raw, &p); err != nil {
+		return nil, fmt.Errorf("not a MigrationPlan: %w", err)
+	}
+	if p.APIVersion != APIVersion || p.Kind != Kind {
+		return nil, fmt.Errorf("apiVersion %q kind %q, want %s %s (made by `kubectl meshmigrate plan`)", p.APIVersion, p.Kind, APIVersion, Kind)
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	h, err := p.contentHash()
+	if err != nil {
+		return nil, err
+	}
+	if h != p.Hash {
+		return nil, fmt.Errorf("content does not match its hash %s (it was edited after planning): make a new plan instead of editing one", p.Hash)
+	}
+	if want := "mp-" + h[len("sha256:"):len("sha256:")+12]; p.ID != want {
+		return nil, fmt.Errorf("id %q does not match its hash (want %q): make a new plan", p.ID, want)
+	}
+	return &p, nil
+}
+
+var (
+	validPhases   = map[string]bool{PhaseInject: true, PhasePermissive: true, PhaseVerify: true, PhaseStrict: true, PhaseAuthz: true}
+	validStatuses = map[string]bool{StatusPending: true, StatusDone: true, StatusBlocked: true, StatusSkipped: true}
+	validActions  = map[string]bool{ActionLabelNamespace: true, ActionRestartWorkload: true, ActionApply: true, ActionGate: true, ActionReport: true}
+)
+
+// validate checks what apply relies on, so that a damaged file is an error
+// here and never a surprise halfway through a migration.
+func (p *Plan) validate() error {
+	if p.Hash == "" || p.ID == "" {
+		return errors.New("missing id or hash")
+	}
+	switch p.Options.Target {
+	case TargetStrict, TargetPermissive:
+	default:
+		return fmt.Errorf("options.target %q: want strict or permissive", p.Options.Target)
+	}
+	switch p.Options.Authz {
+	case AuthzOff, AuthzDryRun, AuthzEnforce:
+	default:
+		return fmt.Errorf("options.authz %q: want off, dry-run or enforce", p.Options.Authz)
+	}
+	seen := map[string]bool{}
+	for i, ns := range p.Namespaces {
+		if ns.Name == "" || seen[ns.Name] {
+			return fmt.Errorf("namespaces[%d]: empty or repeated name %q", i, ns.Name)
+		}
+		seen[ns.Name] = true
+		if ns.Wave < 1 || ns.Wave > len(p.Waves) {
+			return fmt.Errorf("namespace %s: wave %d is not one of the plan's %d waves", ns.Name, ns.Wave, len(p.Waves))
+		}
+		if len(ns.Phases) != len(Phases) {
+			return fmt.Errorf("namespace %s: %d phases, want %d (%v)", ns.Name, len(ns.Phases), len(Phases), Phases)
+		}
+		for j, ph := range ns.Phases {
+			if ph.Name != Phases[j] {
+				return fmt.Errorf("namespace %s: phase %d is %q, want %q", ns.Name, j, ph.Name, Phases[j])
+			}
+			if !validStatuses[ph.Status] {
+				return fmt.Errorf("namespace %s phase %s: unknown status %q", ns.Name, ph.Name, ph.Status)
+			}
+			for k, st := range ph.Steps {
+				if !validActions[st.Action] || !validStatuses[st.Status] || st.Target == "" {
+					return fmt.Errorf("namespace %s phase %s step %d: action %q, status %q, target %q not valid", ns.Name, ph.Name, k, st.Action, st.Status, st.Target)
+				}
+				if st.Action == ActionApply && st.Object == nil {
+					return fmt.Errorf("namespace %s phase %s step %d: apply without an object", ns.Name, ph.Name, k)
+				}
+			}
+		}
+	}
+	for i, w := range p.Waves {
+		if w.Number != i+1 {
+			return fmt.Errorf("waves[%d]: number %d, want %d", i, w.Number, i+1)
+		}
+		for _, n := range w.Namespaces {
+			if !seen[n] {
+				return fmt.Errorf("wave %d names namespace %q that the plan does not hold", w.Number, n)
+			}
+		}
+	}
+	return nil
+}

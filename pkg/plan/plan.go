@@ -1,0 +1,262 @@
+// Package plan turns an audit (and the traffic it observed) into a
+// MigrationPlan: per namespace the phases inject, permissive, verify, strict
+// and authz, each with its steps (the exact objects and changes) and gates,
+// namespaces grouped into waves so none goes STRICT before its callers are
+// meshed. It is pure: the same inputs give the same plan, byte for byte, and
+// the same hash. docs/plan.md documents the file format.
+package plan
+
+import "time"
+
+// The plan file's schema identity. Bump the version on any breaking change.
+const (
+	APIVersion = "meshmigrate.io/v1alpha1"
+	Kind       = "MigrationPlan"
+)
+
+// Phases, in the order they run (DESIGN.md).
+const (
+	PhaseInject     = "inject"
+	PhasePermissive = "permissive"
+	PhaseVerify     = "verify"
+	PhaseStrict     = "strict"
+	PhaseAuthz      = "authz"
+)
+
+// Phases lists the phase names in order.
+var Phases = []string{PhaseInject, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+
+// Statuses of a phase or a step.
+const (
+	// StatusPending: to be done by apply.
+	StatusPending = "pending"
+	// StatusDone: the cluster already is as the step wants; apply skips it.
+	StatusDone = "done"
+	// StatusBlocked: its precondition cannot hold; Reason says why. apply
+	// stops before it.
+	StatusBlocked = "blocked"
+	// StatusSkipped: left out on purpose (--target, --authz off,
+	// --exclude-workload); Reason says why.
+	StatusSkipped = "skipped"
+)
+
+// Step actions.
+const (
+	ActionLabelNamespace  = "label-namespace"
+	ActionRestartWorkload = "restart-workload"
+	// ActionApply server-side applies Object.
+	ActionApply = "apply"
+	// ActionGate waits for the gate named in Target before the steps after
+	// it (the authz dry-run gate sits between its dry-run and enforce steps).
+	ActionGate = "gate"
+	// ActionReport changes nothing: the user must act (Reason says how).
+	ActionReport = "report"
+)
+
+// Labels and annotations the plan's objects carry.
+const (
+	AnnotationDryRun = "istio.io/dry-run"
+	LabelManagedBy   = "app.kubernetes.io/managed-by"
+	LabelPlanID      = "meshmigrate.io/plan-id"
+	ManagedBy        = "kubectl-meshmigrate"
+
+	defaultPeerAuthName    = "default"
+	allowNothingPolicyName = "meshmigrate-allow-nothing"
+	allowPolicyPrefix      = "meshmigrate-allow-"
+	portExceptionPrefix    = "meshmigrate-ports-"
+)
+
+// Gate names.
+const (
+	GateSidecars        = "sidecars-current"
+	GatePinned          = "peer-authentication-in-force"
+	GateNoPlaintext     = "no-plaintext"
+	GateNoShadowDenials = "no-shadow-denials"
+)
+
+// Target and authz modes (--target, --authz).
+const (
+	TargetStrict     = "strict"
+	TargetPermissive = "permissive"
+	AuthzOff         = "off"
+	AuthzDryRun      = "dry-run"
+	AuthzEnforce     = "enforce"
+)
+
+// Plan is a MigrationPlan.
+type Plan struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// ID names the plan; it is derived from Hash, so the same inputs give
+	// the same ID. Objects the plan creates carry it as a label.
+	ID string `json:"id"`
+	// Hash is "sha256:<hex>" over everything but ID, Hash and CreatedAt.
+	// Load refuses a file whose content no longer matches it.
+	Hash      string    `json:"hash"`
+	CreatedAt time.Time `json:"createdAt"`
+	Cluster   Cluster   `json:"cluster"`
+	Mesh      Mesh      `json:"mesh"`
+	// Traffic is the observation the plan is based on; nil when telemetry
+	// was not read.
+	Traffic *Traffic `json:"traffic,omitempty"`
+	Options Options  `json:"options"`
+	// Waves group the namespaces: a namespace goes STRICT only after every
+	// planned namespace whose workloads call it in plaintext has finished.
+	Waves      []Wave      `json:"waves"`
+	Namespaces []Namespace `json:"namespaces"`
+	// Skipped lists namespaces in scope that the plan leaves alone, and why.
+	Skipped []SkippedNamespace `json:"skipped,omitempty"`
+	Summary Summary            `json:"summary"`
+}
+
+// Cluster names the cluster the plan was made for.
+type Cluster struct {
+	Context string `json:"context,omitempty"`
+	Server  string `json:"server,omitempty"`
+	// UID is the kube-system namespace's UID: apply refuses a plan whose UID
+	// differs from the cluster's.
+	UID string `json:"uid,omitempty"`
+}
+
+// Mesh is what the plan relies on from the Istio installation.
+type Mesh struct {
+	RootNamespace string `json:"rootNamespace"`
+	TrustDomain   string `json:"trustDomain"`
+	// SecurityAPIVersion is the security.istio.io version the plan's
+	// policies are written in (v1 from Istio 1.22, else v1beta1).
+	SecurityAPIVersion string `json:"securityAPIVersion"`
+	// Fingerprint covers the injectors and mesh-wide settings the plan
+	// depends on.
+	Fingerprint Fingerprint `json:"fingerprint"`
+}
+
+// Traffic is the observation window the plan used.
+type Traffic struct {
+	Source string    `json:"source"`
+	Window string    `json:"window"`
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Edges  int       `json:"edges"`
+}
+
+// Options are the choices the plan was made with.
+type Options struct {
+	Target string `json:"target"`
+	Authz  string `json:"authz"`
+	// Revision is the revision or revision tag to inject (--revision); empty
+	// to keep the namespace's selection or use the mesh's default.
+	Revision         string   `json:"revision,omitempty"`
+	ExcludeWorkloads []string `json:"excludeWorkloads,omitempty"`
+	PortExceptions   []string `json:"portExceptions,omitempty"`
+	// AllowNoCallers acknowledges workloads ("NS/WORKLOAD" or "NS/*") that
+	// would receive no allow, so the enforced allow-nothing denies all
+	// their inbound traffic.
+	AllowNoCallers []string `json:"allowNoCallers,omitempty"`
+	// ForceStrict names namespaces whose STRICT step goes ahead despite its
+	// blockers, which stay listed in the step.
+	ForceStrict []string `json:"forceStrict,omitempty"`
+}
+
+// Wave is a group of namespaces migrated together.
+type Wave struct {
+	Number     int      `json:"number"`
+	Namespaces []string `json:"namespaces"`
+}
+
+// Namespace is the plan for one namespace.
+type Namespace struct {
+	Name string `json:"name"`
+	Wave int    `json:"wave"`
+	// Fingerprint is the state the namespace was planned against; apply
+	// refuses the plan (exit 3) when the cluster no longer matches it.
+	Fingerprint Fingerprint `json:"fingerprint"`
+	// CalledBy are the planned namespaces that must be meshed first (they
+	// call this one in plaintext).
+	CalledBy []string `json:"calledBy,omitempty"`
+	Phases   []Phase  `json:"phases"`
+	// Uncovered lists workloads that receive no ALLOW because no caller was
+	// observed: the allow-nothing policy denies all their inbound traffic.
+	Uncovered []string `json:"uncovered,omitempty"`
+}
+
+// SkippedNamespace is a namespace the plan does not migrate.
+type SkippedNamespace struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// Phase is one phase of a namespace's migration.
+type Phase struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	Steps  []Step `json:"steps,omitempty"`
+	// Gate must pass before the next phase starts.
+	Gate *Gate `json:"gate,omitempty"`
+	// Notes are what a reviewer should know that changes nothing.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Step is one change, or one thing the user must do.
+type Step struct {
+	Action string `json:"action"`
+	// Target is Kind/name (namespaced objects in the phase's namespace),
+	// e.g. "Namespace/shop", "Deployment/web",
+	// "PeerAuthentication/default".
+	Target string `json:"target"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Labels are the namespace labels label-namespace sets; Remove the ones
+	// it removes.
+	Labels map[string]string `json:"labels,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+	// Object is the manifest apply (server-side) writes.
+	Object map[string]any `json:"object,omitempty"`
+	// Forced marks a STRICT step that goes ahead over the blockers in
+	// Reason because of --force-strict.
+	Forced bool `json:"forced,omitempty"`
+}
+
+// Gate is a condition apply checks before moving on.
+type Gate struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Expect lists what the plan expects the gate to see cleared first,
+	// e.g. plaintext callers that the inject phase of another namespace
+	// meshes.
+	Expect []string `json:"expect,omitempty"`
+}
+
+// Summary counts what the plan holds.
+type Summary struct {
+	Namespaces int `json:"namespaces"`
+	Waves      int `json:"waves"`
+	Steps      int `json:"steps"`
+	Blocked    int `json:"blocked"`
+	// BlockedSteps are "namespace phase: target: reason" for each blocked
+	// step or phase.
+	BlockedSteps []string `json:"blockedSteps,omitempty"`
+}
+
+// NeedsAttention is true when a step is blocked: `plan` then exits 2.
+func (p *Plan) NeedsAttention() bool { return p.Summary.Blocked > 0 }
+
+// Namespace returns the plan of namespace name.
+func (p *Plan) Namespace(name string) (*Namespace, bool) {
+	for i := range p.Namespaces {
+		if p.Namespaces[i].Name == name {
+			return &p.Namespaces[i], true
+		}
+	}
+	return nil, false
+}
+
+// Phase returns the namespace's phase by name.
+func (n *Namespace) Phase(name string) (*Phase, bool) {
+	for i := range n.Phases {
+		if n.Phases[i].Name == name {
+			return &n.Phases[i], true
+		}
+	}
+	return nil, false
+}
