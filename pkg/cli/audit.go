@@ -96,25 +96,9 @@ Exit codes: 0 clean, 1 error, 2 findings (errors or warnings) need attention.`,
 
 // Complete fills the options from flags and the kubeconfig.
 func (o *AuditOptions) Complete(cmd *cobra.Command) error {
-	o.scope = cluster.Scope{AllNamespaces: o.AllNamespaces, Selector: o.Selector}
-	if !o.AllNamespaces {
-		nsFlag := ""
-		if f := cmd.Flags().Lookup("namespace"); f != nil && f.Changed {
-			nsFlag = f.Value.String()
-		}
-		if nsFlag != "" {
-			for _, ns := range strings.Split(nsFlag, ",") {
-				if ns = strings.TrimSpace(ns); ns != "" {
-					o.scope.Namespaces = append(o.scope.Namespaces, ns)
-				}
-			}
-		} else if o.Selector == "" {
-			ns, _, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
-			if err != nil {
-				return fmt.Errorf("resolve the current namespace from the kubeconfig: %w", err)
-			}
-			o.scope.Namespaces = []string{ns}
-		}
+	var err error
+	if o.scope, err = resolveScope(cmd, o.configFlags, o.AllNamespaces, o.Selector); err != nil {
+		return err
 	}
 	o.color = colorEnabled(o.Out)
 	if o.reader != nil {
@@ -126,6 +110,34 @@ func (o *AuditOptions) Complete(cmd *cobra.Command) error {
 	}
 	o.reader = reader
 	return nil
+}
+
+// resolveScope turns -n NS[,NS...], -A and -l into the namespaces to read,
+// the way kubectl does: -A wins, and without -n or -l the kubeconfig's
+// current namespace is used.
+func resolveScope(cmd *cobra.Command, configFlags *genericclioptions.ConfigFlags, all bool, selector string) (cluster.Scope, error) {
+	scope := cluster.Scope{AllNamespaces: all, Selector: selector}
+	if all {
+		return scope, nil
+	}
+	nsFlag := ""
+	if f := cmd.Flags().Lookup("namespace"); f != nil && f.Changed {
+		nsFlag = f.Value.String()
+	}
+	if nsFlag != "" {
+		for _, ns := range strings.Split(nsFlag, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				scope.Namespaces = append(scope.Namespaces, ns)
+			}
+		}
+	} else if selector == "" {
+		ns, _, err := configFlags.ToRawKubeConfigLoader().Namespace()
+		if err != nil {
+			return scope, fmt.Errorf("resolve the current namespace from the kubeconfig: %w", err)
+		}
+		scope.Namespaces = []string{ns}
+	}
+	return scope, nil
 }
 
 // newReader builds a cluster reader from the kubectl flags.

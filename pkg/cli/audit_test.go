@@ -76,6 +76,12 @@ func estate() *cluster.Snapshot {
 
 func runAudit(t *testing.T, r *fakeReader, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return run(t, r, append([]string{"audit"}, args...)...)
+}
+
+// run executes `kubectl meshmigrate ARGS` over the fake cluster.
+func run(t *testing.T, r *fakeReader, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	t.Setenv("NO_COLOR", "")
 	var out, errOut bytes.Buffer
 	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
@@ -86,7 +92,7 @@ func runAudit(t *testing.T, r *fakeReader, args ...string) (stdout, stderr strin
 	if !strings.Contains(strings.Join(args, " "), "traffic") && !strings.Contains(strings.Join(args, " "), "prometheus") {
 		args = append(args, "--no-traffic")
 	}
-	cmd.SetArgs(append([]string{"audit"}, args...))
+	cmd.SetArgs(args)
 	cmd.SetContext(context.Background())
 	code = ExitCode(cmd.Execute(), &errOut)
 	return out.String(), errOut.String(), code

@@ -26,7 +26,8 @@ func newRootCommand(streams genericiooptions.IOStreams, reader snapshotReader) *
 		Long: `kubectl meshmigrate takes namespaces from "no sidecars, plaintext traffic" to
 "every pod meshed, STRICT mTLS, deny-by-default authorization" without breaking live traffic.
 
-Start with an audit:  kubectl meshmigrate audit -A`,
+Start with an audit:  kubectl meshmigrate audit -A
+Then review a plan:   kubectl meshmigrate plan -A`,
 		Annotations: map[string]string{
 			cobra.CommandDisplayNameAnnotation: "kubectl meshmigrate",
 		},
@@ -36,6 +37,7 @@ Start with an audit:  kubectl meshmigrate audit -A`,
 	configFlags.AddFlags(root.PersistentFlags())
 	registerCompletions(root, configFlags)
 	root.AddCommand(newCmdAudit(configFlags, streams, reader))
+	root.AddCommand(newCmdPlan(configFlags, streams, reader))
 	root.AddCommand(NewCmdTraffic(configFlags, streams))
 	root.AddCommand(NewCmdVersion(streams))
 	return root
