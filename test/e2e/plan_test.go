@@ -56,8 +56,14 @@ func TestPlan(t *testing.T) {
 		dir string
 	)
 	f := features.New("plan the scenario estate").
+		Setup(func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+			var err error
+			if dir, err = os.MkdirTemp("", "meshmigrate-plan-"); err != nil {
+				t.Fatal(err)
+			}
+			return ctx
+		}).
 		Assess("the plan orders, blocks and names the cluster", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
-			dir = t.TempDir()
 			traffic := filepath.Join(dir, "traffic.yaml")
 			if err := os.WriteFile(traffic, []byte(planTraffic), 0o644); err != nil {
 				t.Fatal(err)
@@ -158,6 +164,10 @@ func TestPlan(t *testing.T) {
 			if got := namespace(t, r, "legacy").Injection.Mode; got != "none" {
 				t.Errorf("legacy injection after dry-run = %s, want none", got)
 			}
+			return ctx
+		}).
+		Teardown(func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+			os.RemoveAll(dir)
 			return ctx
 		}).
 		Feature()
