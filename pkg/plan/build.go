@@ -128,8 +128,10 @@ type wl struct {
 
 func (o *Options) normalize() {
 	for _, l := range []*[]string{&o.ExcludeWorkloads, &o.PortExceptions, &o.AllowNoCallers, &o.ForceStrict} {
-		sort.Strings(*l)
-		*l = dedupe(*l)
+		// Sort a copy: the caller's slices (flag values) are not ours to reorder.
+		c := append([]string(nil), *l...)
+		sort.Strings(c)
+		*l = dedupe(c)
 	}
 }
 

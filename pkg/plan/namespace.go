@@ -69,7 +69,12 @@ func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 		return blocked("Istio's sidecar injector is not installed: install Istio first")
 	}
 	if _, ok := audit.InjectorFor(s, cur); ok && (cur[labelInjection] == "enabled" || cur[labelRev] != "") {
-		return with(labelKeyOf(cur), cur[labelKeyOf(cur)], "")
+		// Keep the label that decides and drop the other one: never both.
+		key, drop := labelKeyOf(cur), labelRev
+		if key == labelRev {
+			drop = labelInjection
+		}
+		return with(key, cur[key], drop)
 	}
 	if cur[labelRev] != "" {
 		return blocked(fmt.Sprintf("no injector serves %s=%s (installed: %s): re-plan with --revision", labelRev, cur[labelRev], revisionsInstalled(s)))
@@ -241,16 +246,23 @@ type callerVerdict struct {
 // judgeCaller decides whether a caller that reaches a workload of ns
 // without mTLS stops doing so once the plan has run.
 func (b *builder) judgeCaller(ns string, e traffic.Edge) callerVerdict {
-	src := e.Source
-	v := callerVerdict{name: src.Namespace + "/" + src.Workload}
-	if ports := b.exceptions[ns+"/"+e.Destination.Workload]; len(ports) > 0 && (e.Port == 0 || containsPort(ports, uint32(e.Port))) {
+	v := b.judgeMeshing(e)
+	// A port exception covers only callers that stay plaintext: one the plan
+	// meshes sends mTLS and must be allowed by its principal instead.
+	if ports := b.exceptions[ns+"/"+e.Destination.Workload]; !v.clears && len(ports) > 0 && (e.Port == 0 || containsPort(ports, uint32(e.Port))) {
 		v.covered = true
 		v.why = fmt.Sprintf("accepted by --port-exception on %s/%s port %s", ns, e.Destination.Workload, portList(ports))
 		if e.Port == 0 {
 			v.why += " (telemetry does not tell the port: make sure it is that one)"
 		}
-		return v
 	}
+	return v
+}
+
+// judgeMeshing decides whether the plan meshes the caller of e.
+func (b *builder) judgeMeshing(e traffic.Edge) callerVerdict {
+	src := e.Source
+	v := callerVerdict{name: src.Namespace + "/" + src.Workload}
 	switch {
 	case e.UnmeshedSource():
 		v.name = "unidentified clients without a sidecar"
@@ -287,7 +299,8 @@ func (b *builder) sidecarNow(ns, workload string) bool {
 
 // verifyPhase is the gate before STRICT. At plan time it predicts the
 // outcome: plaintext callers the plan meshes are expected to clear; any
-// other one will keep the gate shut, so it is a blocker named here.
+// other one will keep the gate shut, so it is a blocker named here. It
+// returns the names of those callers, for the STRICT step to name them.
 func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 	ph := Phase{Name: PhaseVerify, Status: StatusPending, Gate: &Gate{Name: GateNoPlaintext,
 		Description: "over the traffic window: real inbound traffic observed, none of it plaintext, every pod meshed, no DestinationRule turning TLS off toward the namespace"}}
@@ -300,7 +313,7 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 		return ph, nil
 	}
 	var blockers []string
-	seen := map[string]bool{}
+	seen, culprits := map[string]bool{}, map[string]bool{}
 	for _, e := range b.inbound[nr.Name] {
 		if e.Security == traffic.MutualTLS {
 			continue
@@ -318,6 +331,7 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 			ph.Gate.Expect = append(ph.Gate.Expect, line)
 		default:
 			blockers = append(blockers, line)
+			culprits[v.name] = true
 		}
 	}
 	switch t := nr.Traffic; {
@@ -333,7 +347,7 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 			ph.Status, ph.Reason = StatusSkipped, "--force-strict: the gate is not enforced; it would fail on: "+strings.Join(blockers, "; ")
 		}
 	}
-	return ph, blockers
+	return ph, sortedKeys(culprits)
 }
 
 // strictPhase sets the namespace STRICT, after the port exceptions it needs.
@@ -388,7 +402,7 @@ func (b *builder) strictPhase(nr *audit.NamespaceReport, paName string, stayOut,
 		blockers = append(blockers, "enableAutoMtls is false and no DestinationRule sets ISTIO_MUTUAL toward this namespace: clients send plaintext")
 	}
 	if len(trafficBlockers) > 0 {
-		blockers = append(blockers, "the verify gate cannot pass: "+plural(len(trafficBlockers), "plaintext caller is", "plaintext callers are")+" not meshed by this plan")
+		blockers = append(blockers, "the verify gate cannot pass: "+plural(len(trafficBlockers), "plaintext caller is", "plaintext callers are")+" not meshed by this plan: "+strings.Join(trafficBlockers, ", "))
 	}
 	st := Step{Action: ActionApply, Target: "PeerAuthentication/" + paName, Status: StatusPending,
 		Reason: "the namespace accepts only mTLS", Object: b.peerAuth(nr.Name, paName, cluster.ModeStrict, nil, nil)}
