@@ -76,7 +76,12 @@ func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 		}
 		return with(key, cur[key], drop)
 	}
-	if cur[labelRev] != "" {
+	if rev := cur[labelRev]; rev != "" {
+		if _, ok := audit.InjectorFor(s, map[string]string{labelRev: rev}); ok {
+			// Both labels, and only the revision is served: istio-injection
+			// shadows it (ISTIO.md 1.3), so removing it makes rev inject.
+			return with(labelRev, rev, labelInjection)
+		}
 		return blocked(fmt.Sprintf("no injector serves %s=%s (installed: %s): re-plan with --revision", labelRev, cur[labelRev], revisionsInstalled(s)))
 	}
 	if _, ok := audit.InjectorFor(s, map[string]string{labelInjection: "enabled"}); ok {
@@ -106,6 +111,10 @@ func (b *builder) namespace(name string, wave int, lp labelPlan, callers []strin
 	inject, stayOut := b.injectPhase(nr, lp)
 	permissive, paName := b.permissivePhase(nr)
 	verify, trafficBlockers := b.verifyPhase(nr)
+	if inject.Status == StatusBlocked && nr.Pods.NotMeshed > 0 {
+		stayOut = append(stayOut, fmt.Sprintf("the inject phase is blocked, so %s without a sidecar (%s)",
+			plural(nr.Pods.NotMeshed, "pod stays", "pods stay"), inject.Reason))
+	}
 	strict := b.strictPhase(nr, paName, stayOut, trafficBlockers)
 	authz, uncovered := b.authzPhase(nr, strict)
 	ns.Uncovered = uncovered

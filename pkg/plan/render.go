@@ -97,6 +97,9 @@ func (p *Plan) Render() (map[string][]byte, error) {
 					f.header = append(f.header, fmt.Sprintf("then restart: kubectl rollout restart %s/%s -n %s", strings.ToLower(kind), name, ns.Name))
 				case st.Action == ActionApply:
 					f.objects = append(f.objects, p.Manifest(st))
+					if st.Forced {
+						f.header = append(f.header, fmt.Sprintf("FORCED %s: %s", st.Target, st.Reason))
+					}
 				}
 			}
 		}
