@@ -92,7 +92,6 @@ func Parse(raw []byte) (*Plan, error) {
 }
 
 var (
-	validPhases   = map[string]bool{PhaseInject: true, PhasePermissive: true, PhaseVerify: true, PhaseStrict: true, PhaseAuthz: true}
 	validStatuses = map[string]bool{StatusPending: true, StatusDone: true, StatusBlocked: true, StatusSkipped: true}
 	validActions  = map[string]bool{ActionLabelNamespace: true, ActionRestartWorkload: true, ActionApply: true, ActionGate: true, ActionReport: true}
 )

@@ -2,7 +2,6 @@ package plan_test
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -280,10 +279,4 @@ func blockedCount(p *plan.Plan) int {
 		}
 	}
 	return n
-}
-
-func sortedCopy(in []string) []string {
-	out := append([]string(nil), in...)
-	sort.Strings(out)
-	return out
 }
