@@ -279,7 +279,7 @@ func (b *builder) judgeMeshing(e traffic.Edge) callerVerdict {
 	case !b.planned[src.Namespace]:
 		v.why = fmt.Sprintf("namespace %s is outside this plan: mesh %s first, or plan its namespace too", src.Namespace, v.name)
 	case b.workloads[src.Namespace][src.Workload] == nil:
-		v.why = "no running workload of that name was found: it may be a finished Job; mesh it or exclude nothing"
+		v.why = "no running workload of that name was found (a Job between runs?): make sure its next run gets a sidecar, then re-plan"
 	case !b.meshedBy[src.Namespace][src.Workload]:
 		v.why = "the plan does not mesh it (excluded, opted out or not injectable): it keeps sending plaintext"
 	case b.sidecarNow(src.Namespace, src.Workload):
