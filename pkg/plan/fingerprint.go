@@ -160,3 +160,44 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ForCluster refuses a plan made for another cluster: the kube-system UID
+// names a cluster whatever the kubeconfig calls it. A plan (or a cluster)
+// without a UID falls back to the API server URL.
+func (p *Plan) ForCluster(uid, server string) error {
+	switch {
+	case p.Cluster.UID != "" && uid != "":
+		if p.Cluster.UID != uid {
+			return fmt.Errorf("plan %s was made for cluster %s (context %q), this is cluster %s: make a plan against this cluster", p.ID, p.Cluster.UID, p.Cluster.Context, uid)
+		}
+	case p.Cluster.Server != server:
+		return fmt.Errorf("plan %s was made for the API server %s (context %q), this is %s: make a plan against this cluster", p.ID, p.Cluster.Server, p.Cluster.Context, server)
+	}
+	return nil
+}
+
+// Changes lists how the cluster now differs from the state the plan was
+// made against, one line per change ("namespace shop: label
+// istio-injection: ..."); empty when the plan is current. A namespace the
+// plan holds that the report lacks is a change too.
+func (p *Plan) Changes(s *cluster.Snapshot, r *audit.Report) []string {
+	var out []string
+	for _, d := range p.Mesh.Fingerprint.Diff(MeshFingerprint(r)) {
+		out = append(out, "mesh: "+d)
+	}
+	current := map[string]*audit.NamespaceReport{}
+	for i := range r.Namespaces {
+		current[r.Namespaces[i].Name] = &r.Namespaces[i]
+	}
+	for _, ns := range p.Namespaces {
+		nr := current[ns.Name]
+		if nr == nil {
+			out = append(out, "namespace "+ns.Name+": no longer exists or is out of scope")
+			continue
+		}
+		for _, d := range ns.Fingerprint.Diff(NamespaceFingerprint(s, nr)) {
+			out = append(out, "namespace "+ns.Name+": "+d)
+		}
+	}
+	return out
+}
