@@ -112,6 +112,22 @@ func (o *AuditOptions) Complete(cmd *cobra.Command) error {
 	return nil
 }
 
+// readAndAudit reads the namespaces in scope and the traffic the flags ask
+// for, and audits them: what every command that judges the cluster starts
+// from.
+func readAndAudit(ctx context.Context, reader snapshotReader, scope cluster.Scope, traffic *TrafficFlags,
+	configFlags *genericclioptions.ConfigFlags) (*cluster.Snapshot, *audit.Report, audit.Observation, error) {
+	snap, err := reader.Read(ctx, scope)
+	if err != nil {
+		return nil, nil, audit.Observation{}, err
+	}
+	obs, err := traffic.Observe(ctx, configFlags)
+	if err != nil {
+		return nil, nil, audit.Observation{}, err
+	}
+	return snap, audit.Audit(snap, obs), obs, nil
+}
+
 // resolveScope turns -n NS[,NS...], -A and -l into the namespaces to read,
 // the way kubectl does: -A wins, and without -n or -l the kubeconfig's
 // current namespace is used.
@@ -191,15 +207,10 @@ func (o *AuditOptions) Validate() error {
 // Run reads the cluster, audits it and prints the report. It returns
 // errNeedsAttention (exit 2) when a finding is an error or a warning.
 func (o *AuditOptions) Run(ctx context.Context) error {
-	snap, err := o.reader.Read(ctx, o.scope)
+	_, report, _, err := readAndAudit(ctx, o.reader, o.scope, &o.Traffic, o.configFlags)
 	if err != nil {
 		return err
 	}
-	obs, err := o.Traffic.Observe(ctx, o.configFlags)
-	if err != nil {
-		return err
-	}
-	report := audit.Audit(snap, obs)
 	if len(report.Namespaces) == 0 && o.scope.Selector != "" {
 		fmt.Fprintf(o.ErrOut, "No namespace matches the selector %q.\n", o.scope.Selector)
 	}

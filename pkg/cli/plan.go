@@ -15,7 +15,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
@@ -171,15 +170,10 @@ func (o *PlanOptions) Validate() error {
 // Run reads the cluster and the traffic, makes the plan and prints it. It
 // returns errNeedsAttention (exit 2) when a step is blocked.
 func (o *PlanOptions) Run(ctx context.Context) error {
-	snap, err := o.reader.Read(ctx, o.scope)
+	snap, report, obs, err := readAndAudit(ctx, o.reader, o.scope, &o.Traffic, o.configFlags)
 	if err != nil {
 		return err
 	}
-	obs, err := o.Traffic.Observe(ctx, o.configFlags)
-	if err != nil {
-		return err
-	}
-	report := audit.Audit(snap, obs)
 	if len(report.Namespaces) == 0 {
 		return errors.New("no namespace to plan: none matches the scope (-n, -l or -A)")
 	}
