@@ -341,3 +341,15 @@ func dash(s string) string {
 	}
 	return s
 }
+
+// renderRows prints a kubectl-style table.
+func renderRows(w io.Writer, header []string, rows [][]string) error {
+	t := newTable(w)
+	t.Header(header)
+	for _, r := range rows {
+		if err := t.Append(r); err != nil {
+			return err
+		}
+	}
+	return t.Render()
+}

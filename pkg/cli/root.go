@@ -27,7 +27,9 @@ func newRootCommand(streams genericiooptions.IOStreams, reader snapshotReader) *
 "every pod meshed, STRICT mTLS, deny-by-default authorization" without breaking live traffic.
 
 Start with an audit:  kubectl meshmigrate audit -A
-Then review a plan:   kubectl meshmigrate plan -A`,
+Then review a plan:   kubectl meshmigrate plan -A -o yaml > plan.yaml
+Execute it:           kubectl meshmigrate apply -f plan.yaml
+Follow it:            kubectl meshmigrate status -A`,
 		Annotations: map[string]string{
 			cobra.CommandDisplayNameAnnotation: "kubectl meshmigrate",
 		},
@@ -38,6 +40,11 @@ Then review a plan:   kubectl meshmigrate plan -A`,
 	registerCompletions(root, configFlags)
 	root.AddCommand(newCmdAudit(configFlags, streams, reader))
 	root.AddCommand(newCmdPlan(configFlags, streams, reader))
+	root.AddCommand(newCmdApply(configFlags, streams))
+	root.AddCommand(newCmdStatus(configFlags, streams))
+	root.AddCommand(newCmdVerify(configFlags, streams, reader))
+	root.AddCommand(newCmdRollback(configFlags, streams))
+	root.AddCommand(newCmdUnlock(configFlags, streams))
 	root.AddCommand(NewCmdTraffic(configFlags, streams))
 	root.AddCommand(NewCmdVersion(streams))
 	return root

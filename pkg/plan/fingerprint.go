@@ -181,6 +181,21 @@ func (p *Plan) ForCluster(uid, server string) error {
 // istio-injection: ..."); empty when the plan is current. A namespace the
 // plan holds that the report lacks is a change too.
 func (p *Plan) Changes(s *cluster.Snapshot, r *audit.Report) []string {
+	var all []string
+	for _, ns := range p.Namespaces {
+		all = append(all, ns.Name)
+	}
+	return p.ChangesIn(s, r, all)
+}
+
+// ChangesIn is Changes for the mesh and the named namespaces only: apply
+// checks the namespaces it is about to start, not those a run of the plan
+// already changed (their checkpoint speaks for them) or left out.
+func (p *Plan) ChangesIn(s *cluster.Snapshot, r *audit.Report, names []string) []string {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
 	var out []string
 	for _, d := range p.Mesh.Fingerprint.Diff(MeshFingerprint(r)) {
 		out = append(out, "mesh: "+d)
@@ -190,6 +205,9 @@ func (p *Plan) Changes(s *cluster.Snapshot, r *audit.Report) []string {
 		current[r.Namespaces[i].Name] = &r.Namespaces[i]
 	}
 	for _, ns := range p.Namespaces {
+		if !want[ns.Name] {
+			continue
+		}
 		nr := current[ns.Name]
 		if nr == nil {
 			out = append(out, "namespace "+ns.Name+": no longer exists or is out of scope")

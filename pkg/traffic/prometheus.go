@@ -214,3 +214,44 @@ func security(csp string) string {
 		return Unknown
 	}
 }
+
+// ShadowQueries is the PromQL that counts the dry-run authorization
+// decisions of namespace ns's sidecars over window: Envoy's inbound RBAC
+// stats, tagged authz_dry_run_result by Istio's bootstrap (ISTIO.md,
+// "Dry run"), with the pod's namespace in the `namespace` label the
+// standard kubernetes-pods scrape job adds. Series born inside the window
+// count whole, as in countOverWindow.
+func ShadowQueries(ns string, window time.Duration) (denied, decisions string) {
+	w := model.Duration(window).String()
+	q := func(result string) string {
+		sel := fmt.Sprintf(`{__name__=~"envoy_http_inbound_.*_rbac",namespace=%q,authz_dry_run_result=~%q}`, ns, result)
+		return fmt.Sprintf("sum((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))", sel, w, sel, w, sel, w)
+	}
+	return q("denied"), q("allowed|denied")
+}
+
+// ShadowDenials counts the dry-run policies' denials and all their
+// decisions in ns over window. No series at all counts as zero decisions:
+// the caller must treat that as inconclusive, never as a pass.
+func (p *Prometheus) ShadowDenials(ctx context.Context, ns string, window time.Duration) (denied, decisions float64, err error) {
+	if window <= 0 {
+		return 0, 0, fmt.Errorf("shadow-denial window must be positive, got %s", window)
+	}
+	end := p.Now().UTC().Truncate(time.Second)
+	qd, qa := ShadowQueries(ns, window)
+	var out [2]float64
+	for i, q := range []string{qd, qa} {
+		v, _, _, err := p.API.Query(ctx, q, end)
+		if err != nil {
+			return 0, 0, fmt.Errorf("query Prometheus at %s: %w\nquery: %s", p.URL, explain(err), q)
+		}
+		vec, ok := v.(model.Vector)
+		if !ok {
+			return 0, 0, fmt.Errorf("query Prometheus at %s: want a vector, got %s\nquery: %s", p.URL, v.Type(), q)
+		}
+		for _, s := range vec {
+			out[i] += float64(s.Value)
+		}
+	}
+	return out[0], out[1], nil
+}

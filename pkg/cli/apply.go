@@ -1,0 +1,351 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/prometheus/common/model"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+const applyExample = `  # See what the plan would do, without changing anything
+  kubectl meshmigrate apply -f plan.yaml --dry-run=client
+
+  # Inject and pin PERMISSIVE in one namespace, in a script
+  kubectl meshmigrate apply -f plan.yaml -n shop --through permissive --yes
+
+  # Everything, with the verify gate reading Prometheus directly
+  kubectl meshmigrate apply -f plan.yaml --yes --prometheus-url http://127.0.0.1:9090
+
+  # Exit codes: 0 done, 1 error, 2 stopped at a gate or a blocked step (re-run
+  # to resume), 3 the plan is stale (make a new one)`
+
+// ExecFlags are the flags of the commands that change the cluster (apply,
+// rollback).
+type ExecFlags struct {
+	DryRun       string
+	Yes          bool
+	Timeout      time.Duration
+	Concurrency  int
+	LockWait     time.Duration
+	VerifyWindow time.Duration
+	Traffic      TrafficFlags
+}
+
+// AddFlags registers the flags.
+func (f *ExecFlags) AddFlags(fs *pflag.FlagSet, gates bool) {
+	fs.StringVar(&f.DryRun, "dry-run", phases.DryRunNone, `"none" changes the cluster; "client" only prints what it would do; "server" also sends each change with dryRun=All, so the API server validates it`)
+	fs.Lookup("dry-run").NoOptDefVal = phases.DryRunClient
+	fs.BoolVar(&f.Yes, "yes", false, "Do not ask for confirmation (scripts)")
+	fs.DurationVar(&f.Timeout, "timeout", 5*time.Minute, "How long to wait for each rollout and each gate to settle")
+	fs.DurationVar(&f.LockWait, "wait-for-lock", 0, "How long to wait for another run's lock on a namespace (0: fail at once, naming the holder)")
+	fs.IntVar(&f.Concurrency, "concurrency", 4, "How many namespaces, and rollouts within one, to handle at once")
+	if gates {
+		fs.StringVar(&f.Traffic.PrometheusURL, "prometheus-url", "", "Prometheus the traffic gates read (default: a Prometheus service found in the cluster, through the API server's service proxy)")
+		fs.StringVar(&f.Traffic.PrometheusService, "prometheus-service", "", "The in-cluster Prometheus service as NAMESPACE/NAME[:PORT]")
+		fs.DurationVar(&f.VerifyWindow, "verify-window", 0, "The window the traffic gates read (default: since the namespace and its callers were meshed, at most the plan's traffic window)")
+	}
+}
+
+// Validate rejects bad flag values.
+func (f *ExecFlags) Validate() error {
+	switch f.DryRun {
+	case phases.DryRunNone, phases.DryRunClient, phases.DryRunServer:
+	default:
+		return fmt.Errorf("--dry-run=%q: want none, client or server", f.DryRun)
+	}
+	switch {
+	case f.Timeout <= 0:
+		return fmt.Errorf("--timeout must be positive, got %s", f.Timeout)
+	case f.Concurrency < 1:
+		return fmt.Errorf("--concurrency must be at least 1, got %d", f.Concurrency)
+	case f.LockWait < 0:
+		return fmt.Errorf("--wait-for-lock must not be negative, got %s", f.LockWait)
+	case f.VerifyWindow < 0:
+		return fmt.Errorf("--verify-window must not be negative, got %s", f.VerifyWindow)
+	case f.Traffic.PrometheusURL != "" && f.Traffic.PrometheusService != "":
+		return errors.New("--prometheus-url and --prometheus-service exclude each other: pick one")
+	}
+	return nil
+}
+
+func (f *ExecFlags) dry() bool { return f.DryRun != phases.DryRunNone }
+
+// newExecutor builds the executor for the cluster the kubectl flags name.
+func newExecutor(configFlags *genericclioptions.ConfigFlags, out io.Writer, f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
+	cfg, err := configFlags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load the kubeconfig: %w (check --kubeconfig, --context or KUBECONFIG)", err)
+	}
+	cfg.UserAgent = "kubectl-meshmigrate/" + version
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the Kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the dynamic client: %w", err)
+	}
+	reader, err := newReader(configFlags)
+	if err != nil {
+		return nil, err
+	}
+	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
+	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, phases.DefaultLeaseDuration, identity()
+	return &phases.Executor{
+		Cluster:  &phases.Cluster{Kube: kube, Dynamic: dyn, DryRun: f.DryRun},
+		Observer: &clusterObserver{reader: reader, traffic: f.Traffic, configFlags: configFlags},
+		Out:      out, Now: time.Now, Options: opts,
+	}, nil
+}
+
+// identity names this run in locks and checkpoints: who, where, which
+// process, and a random part so two runs never share one.
+func identity() string {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	host, _ := os.Hostname()
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s@%s pid %d run %s", who, host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// clusterObserver reads the cluster and live telemetry for the gates.
+type clusterObserver struct {
+	reader      snapshotReader
+	traffic     TrafficFlags
+	configFlags *genericclioptions.ConfigFlags
+}
+
+func (o *clusterObserver) Audit(ctx context.Context, namespaces []string, since time.Time) (*cluster.Snapshot, *audit.Report, error) {
+	snap, err := o.reader.Read(ctx, cluster.Scope{Namespaces: namespaces})
+	if err != nil {
+		return nil, nil, err
+	}
+	obs := audit.Observation{Reason: "not read for this check"}
+	if !since.IsZero() {
+		tf := o.traffic
+		tf.Window = windowSince(since)
+		if obs, err = tf.Observe(ctx, o.configFlags); err != nil {
+			return nil, nil, err
+		}
+	}
+	return snap, audit.Audit(snap, obs), nil
+}
+
+func (o *clusterObserver) ShadowDenials(ctx context.Context, ns string, since time.Time) (float64, float64, string, error) {
+	p, err := o.traffic.prometheus(ctx, o.configFlags)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	w := windowSince(since)
+	denied, all, err := p.ShadowDenials(ctx, ns, w)
+	return denied, all, fmt.Sprintf("%s since %s (%s)", model.Duration(w), since.UTC().Format(time.RFC3339), p.URL), err
+}
+
+// windowSince is the whole seconds since t, at least one.
+func windowSince(t time.Time) time.Duration {
+	w := time.Since(t).Round(time.Second)
+	if w < time.Second {
+		w = time.Second
+	}
+	return w
+}
+
+// ApplyOptions are the options of `kubectl meshmigrate apply`.
+type ApplyOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	Filename       string
+	Phase, Through string
+	Exec           ExecFlags
+
+	namespaces []string
+	plan       *plan.Plan
+}
+
+// NewApplyOptions returns options with their defaults.
+func NewApplyOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *ApplyOptions {
+	return &ApplyOptions{configFlags: configFlags, IOStreams: streams}
+}
+
+func newCmdApply(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewApplyOptions(configFlags, streams)
+	cmd := &cobra.Command{
+		Use:   "apply -f PLAN [--phase P | --through P] [-n NS[,NS...]] [--dry-run=none|client|server] [--yes]",
+		Short: "Execute a plan: phases in wave order, gates between them, checkpoints in the cluster",
+		Long: `Apply executes a MigrationPlan made by "kubectl meshmigrate plan".
+
+Before changing anything it refuses a plan made for another cluster, a plan
+the cluster has moved away from (exit 3, naming each change), and runs
+without confirmation (a prompt on a terminal, --yes in scripts).
+
+Namespaces go wave by wave; within a wave, phase by phase: inject (label,
+restart, wait for each rollout; gate: every injectable pod carries a current
+sidecar), permissive (gate: the namespace's PeerAuthentication is in force),
+verify (gate: real traffic and none of it plaintext, since the namespace and
+its callers were meshed), strict, authz (dry-run policies; gate: no shadow
+denials; then enforcement). Every change is server-side applied by field
+manager kubectl-meshmigrate and recorded, with the object's prior state,
+in the ConfigMap meshmigrate-checkpoint of its namespace before it is made.
+A Lease (meshmigrate-lock) keeps two runs off one namespace.
+
+Interrupted (Ctrl-C, a crash, a failed gate)? Run the same command again: it
+resumes from the checkpoint and repeats no completed step.`,
+		Example: applyExample,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(cmd); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVarP(&o.Filename, "filename", "f", "", "The plan file (from kubectl meshmigrate plan -o yaml)")
+	cmd.Flags().StringVar(&o.Phase, "phase", "", "Run only this phase (inject, permissive, verify, strict, authz); the ones before it must be done")
+	cmd.Flags().StringVar(&o.Through, "through", "", "Run the phases up to and including this one")
+	o.Exec.AddFlags(cmd.Flags(), true)
+	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("through", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
+	return cmd
+}
+
+// Complete reads the namespaces flag and the plan file.
+func (o *ApplyOptions) Complete(cmd *cobra.Command) error {
+	o.namespaces = namespacesFlag(cmd)
+	if o.Filename == "" {
+		return errors.New("-f PLAN is required: make one with `kubectl meshmigrate plan -o yaml > plan.yaml`")
+	}
+	p, err := plan.Load(o.Filename)
+	if err != nil {
+		return err
+	}
+	o.plan = p
+	return nil
+}
+
+// namespacesFlag is -n NS[,NS...] when given explicitly (apply's default is
+// the whole plan, not the kubeconfig's namespace).
+func namespacesFlag(cmd *cobra.Command) []string {
+	f := cmd.Flags().Lookup("namespace")
+	if f == nil || !f.Changed {
+		return nil
+	}
+	var out []string
+	for _, ns := range strings.Split(f.Value.String(), ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// Validate rejects bad input before anything is read.
+func (o *ApplyOptions) Validate() error {
+	if o.Phase != "" && o.Through != "" {
+		return errors.New("--phase and --through exclude each other: pick one")
+	}
+	for _, p := range []string{o.Phase, o.Through} {
+		if p != "" && !isPhase(p) {
+			return fmt.Errorf("unknown phase %q: want one of %s", p, strings.Join(plan.Phases, ", "))
+		}
+	}
+	return o.Exec.Validate()
+}
+
+func isPhase(p string) bool { return slices.Contains(plan.Phases, p) }
+
+// Run checks the plan against the cluster, asks for confirmation and runs it.
+func (o *ApplyOptions) Run(ctx context.Context) error {
+	ex, err := newExecutor(o.configFlags, o.Out, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: o.Phase, Through: o.Through})
+	if err != nil {
+		return err
+	}
+	pv, err := ex.Prepare(ctx, o.plan)
+	var stale *phases.StaleError
+	if errors.As(err, &stale) {
+		return &exitError{code: ExitStale, err: err}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "Plan %s: %d changes to make in %s (phases %s)\n", o.plan.ID, pv.Pending, strings.Join(pv.Namespaces, ", "), strings.Join(pv.Phases, ", "))
+	if len(pv.Resuming) > 0 {
+		fmt.Fprintf(o.Out, "Resuming from the checkpoint in %s\n", strings.Join(pv.Resuming, ", "))
+	}
+	if !o.Exec.dry() {
+		if err := confirm(o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Apply plan %s to %s", o.plan.ID, strings.Join(pv.Namespaces, ", "))); err != nil {
+			return err
+		}
+	}
+	out, err := ex.Apply(ctx, o.plan, pv)
+	if err != nil {
+		var locked *phases.LockedError
+		if errors.As(err, &locked) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w; the checkpoint records every change made, run the same command again to resume", err)
+		}
+		return fmt.Errorf("%w\nthe checkpoint records every change made so far: fix the cause and run the same command again to resume, or roll back", err)
+	}
+	if len(out.Stops) > 0 {
+		fmt.Fprintf(o.Out, "Stopped (%d changes made):\n", out.Changes)
+		for _, s := range out.Stops {
+			fmt.Fprintf(o.Out, "  %s %s: %s\n", s.Namespace, s.Phase, s.Reason)
+		}
+		fmt.Fprintln(o.Out, "Run the same command again to resume once the cause is gone.")
+		return errNeedsAttention
+	}
+	if o.Exec.dry() {
+		fmt.Fprintf(o.Out, "Dry run (%s): %d changes would be made; nothing was changed\n", o.Exec.DryRun, out.Changes)
+		return nil
+	}
+	fmt.Fprintf(o.Out, "Done: %d changes made\n", out.Changes)
+	return nil
+}
+
+// confirm asks on a terminal; without one it needs --yes.
+func confirm(in io.Reader, out io.Writer, yes bool, what string) error {
+	if yes {
+		return nil
+	}
+	f, ok := in.(*os.File)
+	if !ok || !(isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())) {
+		return errors.New("refusing to change the cluster without confirmation: pass --yes (scripts), or run it on a terminal; --dry-run=client shows what it would do")
+	}
+	fmt.Fprintf(out, "%s? [y/N] ", what)
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+		return errors.New("not confirmed: nothing was changed")
+	}
+	return nil
+}

@@ -1,0 +1,301 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+// RollbackOptions are the options of `kubectl meshmigrate rollback`.
+type RollbackOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	To   string
+	All  bool
+	Exec ExecFlags
+
+	namespace string
+}
+
+// NewRollbackOptions returns options with their defaults.
+func NewRollbackOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *RollbackOptions {
+	return &RollbackOptions{configFlags: configFlags, IOStreams: streams}
+}
+
+func newCmdRollback(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewRollbackOptions(configFlags, streams)
+	cmd := &cobra.Command{
+		Use:   "rollback -n NS (--to PHASE | --all) [--dry-run=none|client|server] [--yes]",
+		Short: "Undo a namespace's migration, from the undo records in its checkpoint",
+		Long: `Rollback undoes what apply changed in one namespace, newest change first, from
+the undo records in its checkpoint: labels and objects return to exactly what
+they were, objects the plan created are deleted (only if they still carry the
+plan's label), and workloads restarted for injection are rolled back onto
+their prior pod template once the namespace's injection labels are restored.
+
+--to PHASE keeps that phase and the ones before it; --all undoes every change
+of every plan applied to the namespace and removes the checkpoint and lock.
+A change someone else made since stops the rollback, named, untouched.`,
+		Example: `  # What would a full rollback do?
+  kubectl meshmigrate rollback -n shop --all --dry-run=client
+
+  # Back to PERMISSIVE (undo strict and authz)
+  kubectl meshmigrate rollback -n shop --to permissive --yes`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(cmd); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&o.To, "to", "", "Keep this phase and those before it; undo the ones after")
+	cmd.Flags().BoolVar(&o.All, "all", false, "Undo every change")
+	o.Exec.AddFlags(cmd.Flags(), false)
+	_ = cmd.RegisterFlagCompletionFunc("to", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// Complete takes the namespace, which must be named explicitly.
+func (o *RollbackOptions) Complete(cmd *cobra.Command) error {
+	ns := namespacesFlag(cmd)
+	if len(ns) != 1 {
+		return errors.New("rollback needs exactly one namespace, named explicitly: -n NS")
+	}
+	o.namespace = ns[0]
+	return nil
+}
+
+// Validate rejects bad input.
+func (o *RollbackOptions) Validate() error {
+	switch {
+	case o.All == (o.To != ""):
+		return errors.New("say how far to roll back: --to PHASE or --all (one of them)")
+	case o.To != "" && !isPhase(o.To):
+		return fmt.Errorf("--to %q: want one of %s", o.To, strings.Join(plan.Phases, ", "))
+	}
+	return o.Exec.Validate()
+}
+
+// Run rolls back.
+func (o *RollbackOptions) Run(ctx context.Context) error {
+	ex, err := newExecutor(o.configFlags, o.Out, &o.Exec, phases.Options{})
+	if err != nil {
+		return err
+	}
+	if _, err := ex.Cluster.Kube.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{}); err != nil {
+		return fmt.Errorf("namespace %s: %w", o.namespace, err)
+	}
+	what := "every change"
+	if o.To != "" {
+		what = "the phases after " + o.To
+	}
+	if !o.Exec.dry() {
+		if err := confirm(o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Roll back %s in namespace %s", what, o.namespace)); err != nil {
+			return err
+		}
+	}
+	out, err := ex.Rollback(ctx, o.namespace, o.To)
+	if err != nil {
+		return err
+	}
+	if o.Exec.dry() {
+		fmt.Fprintf(o.Out, "Dry run (%s): %d changes would be undone; nothing was changed\n", o.Exec.DryRun, out.Changes)
+		return nil
+	}
+	fmt.Fprintf(o.Out, "Rolled back %d changes in %s\n", out.Changes, o.namespace)
+	return nil
+}
+
+// StatusOptions are the options of `kubectl meshmigrate status`.
+type StatusOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	AllNamespaces bool
+	Output        string
+
+	namespaces []string
+}
+
+// NewStatusOptions returns options with their defaults.
+func NewStatusOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *StatusOptions {
+	return &StatusOptions{configFlags: configFlags, IOStreams: streams, Output: "table"}
+}
+
+func newCmdStatus(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewStatusOptions(configFlags, streams)
+	cmd := &cobra.Command{
+		Use:   "status [-n NS[,NS...] | -A] [-o table|yaml|json]",
+		Short: "Show where each namespace's migration stands: phase, last gate, lock holder",
+		Example: `  kubectl meshmigrate status -A
+  kubectl meshmigrate status -n shop -o yaml   # the whole checkpoint, with its undo records`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(cmd); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Every namespace with a checkpoint")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "Output format: table, yaml or json")
+	return cmd
+}
+
+// Complete resolves the namespaces as kubectl does.
+func (o *StatusOptions) Complete(cmd *cobra.Command) error {
+	if o.AllNamespaces {
+		return nil
+	}
+	o.namespaces = namespacesFlag(cmd)
+	if len(o.namespaces) == 0 {
+		ns, _, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
+		if err != nil {
+			return fmt.Errorf("resolve the current namespace from the kubeconfig: %w", err)
+		}
+		o.namespaces = []string{ns}
+	}
+	return nil
+}
+
+// Validate rejects bad input.
+func (o *StatusOptions) Validate() error {
+	switch o.Output {
+	case "table", "yaml", "json":
+		return nil
+	}
+	return fmt.Errorf("-o %q: want table, yaml or json", o.Output)
+}
+
+// Run prints the status.
+func (o *StatusOptions) Run(ctx context.Context) error {
+	kube, err := kubeClient(o.configFlags)
+	if err != nil {
+		return err
+	}
+	c := &phases.Cluster{Kube: kube}
+	sts, err := c.Status(ctx, o.namespaces, o.AllNamespaces)
+	if err != nil {
+		return err
+	}
+	switch o.Output {
+	case "json":
+		b, err := json.MarshalIndent(sts, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(o.Out, string(b))
+		return nil
+	case "yaml":
+		b, err := yaml.Marshal(sts)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(o.Out, string(b))
+		return nil
+	}
+	if len(sts) == 0 {
+		fmt.Fprintln(o.ErrOut, "No migration checkpoints found.")
+		return nil
+	}
+	rows := [][]string{}
+	for _, s := range sts {
+		gate := "-"
+		if s.Gate != nil {
+			gate = s.Gate.Name + " " + s.Gate.Result + " at " + s.Gate.At.Format(time.RFC3339)
+		}
+		lock := "free"
+		if s.Lock != nil && s.Lock.Held {
+			lock = fmt.Sprintf("held by %q until %s", s.Lock.Holder, s.Lock.Expires.Format(time.RFC3339))
+			if time.Now().After(s.Lock.Expires) {
+				lock = fmt.Sprintf("expired (last holder %q, renewed %s)", s.Lock.Holder, s.Lock.Renewed.Format(time.RFC3339))
+			}
+		}
+		updated := "-"
+		if !s.UpdatedAt.IsZero() {
+			updated = s.UpdatedAt.Format(time.RFC3339)
+		}
+		plan := s.PlanID
+		if plan == "" {
+			plan = "-"
+		}
+		rows = append(rows, []string{s.Namespace, plan, s.Phase, s.State, gate, fmt.Sprint(s.Records), lock, updated})
+	}
+	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
+}
+
+func kubeClient(configFlags *genericclioptions.ConfigFlags) (kubernetes.Interface, error) {
+	cfg, err := configFlags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load the kubeconfig: %w (check --kubeconfig, --context or KUBECONFIG)", err)
+	}
+	cfg.UserAgent = "kubectl-meshmigrate/" + version
+	return kubernetes.NewForConfig(cfg)
+}
+
+// UnlockOptions are the options of `kubectl meshmigrate unlock`.
+type UnlockOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+	namespace string
+}
+
+func newCmdUnlock(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &UnlockOptions{configFlags: configFlags, IOStreams: streams}
+	return &cobra.Command{
+		Use:   "unlock -n NS",
+		Short: "Release a namespace's lock whose holder you know is dead",
+		Long: `A run renews its lock while it works; a crashed run's lock expires on its own
+and the next apply takes it over. Unlock releases it at once, for the operator
+who knows the holder is dead. Releasing the lock of a live run lets a second
+run in beside it: check "kubectl meshmigrate status" first.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ns := namespacesFlag(cmd)
+			if len(ns) != 1 {
+				return errors.New("unlock needs exactly one namespace, named explicitly: -n NS")
+			}
+			o.namespace = ns[0]
+			return o.Run(cmd.Context())
+		},
+	}
+}
+
+// Run releases the lock.
+func (o *UnlockOptions) Run(ctx context.Context) error {
+	kube, err := kubeClient(o.configFlags)
+	if err != nil {
+		return err
+	}
+	before, err := (&phases.Cluster{Kube: kube}).Unlock(ctx, o.namespace)
+	switch {
+	case err != nil:
+		return err
+	case before == nil || !before.Held:
+		fmt.Fprintf(o.Out, "namespace %s is not locked\n", o.namespace)
+	default:
+		fmt.Fprintf(o.Out, "released the lock of %q on namespace %s (renewed %s)\n", before.Holder, o.namespace, before.Renewed.Format(time.RFC3339))
+	}
+	return nil
+}

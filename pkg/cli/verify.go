@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
+)
+
+// VerifyOptions are the options of `kubectl meshmigrate verify`.
+type VerifyOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	AllNamespaces bool
+	Selector      string
+	Output        string
+	Traffic       TrafficFlags
+
+	reader snapshotReader
+}
+
+// NewVerifyOptions returns options with their defaults.
+func NewVerifyOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *VerifyOptions {
+	return &VerifyOptions{configFlags: configFlags, IOStreams: streams, Output: "table"}
+}
+
+func newCmdVerify(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
+	o := NewVerifyOptions(configFlags, streams)
+	o.reader = reader
+	cmd := &cobra.Command{
+		Use:   "verify [-n NS[,NS...] | -A | -l SELECTOR] [traffic flags]",
+		Short: "Run the verify gate alone: may these namespaces go STRICT now?",
+		Long: `Verify evaluates the gate apply runs before STRICT, on live telemetry, and
+changes nothing: real inbound traffic over the window and none of it
+plaintext, every pod meshed, no DestinationRule turning TLS off toward the
+namespace. No traffic at all is inconclusive, never a pass. When the gate is
+closed it names the culprits: which client workload, from which namespace.
+
+Exit codes: 0 every namespace passes, 1 error, 2 some namespace does not pass
+(failed or inconclusive).`,
+		Example: `  kubectl meshmigrate verify -n shop --traffic-window 72h
+  kubectl meshmigrate verify -A -o json | jq '.[] | select(.result != "passed")'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			scope, err := resolveScope(cmd, o.configFlags, o.AllNamespaces, o.Selector)
+			if err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), scope)
+		},
+	}
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Every namespace")
+	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Namespaces by label selector")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "Output format: table or json")
+	o.Traffic.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// Validate rejects bad input.
+func (o *VerifyOptions) Validate() error {
+	if o.Output != "table" && o.Output != "json" {
+		return fmt.Errorf("-o %q: want table or json", o.Output)
+	}
+	if o.Traffic.NoTraffic || o.Traffic.File != "" {
+		return errors.New("verify judges live telemetry: --no-traffic and --traffic-file cannot pass its gate")
+	}
+	return o.Traffic.Validate()
+}
+
+// VerifyResult is one namespace's gate result.
+type VerifyResult struct {
+	Namespace string `json:"namespace"`
+	phases.GateResult
+}
+
+// Run evaluates the gate.
+func (o *VerifyOptions) Run(ctx context.Context, scope cluster.Scope) error {
+	reader := o.reader
+	if reader == nil {
+		r, err := newReader(o.configFlags)
+		if err != nil {
+			return err
+		}
+		reader = r
+	}
+	_, report, _, err := readAndAudit(ctx, reader, scope, &o.Traffic, o.configFlags)
+	if err != nil {
+		return err
+	}
+	var results []VerifyResult
+	pass := true
+	for i := range report.Namespaces {
+		nr := &report.Namespaces[i]
+		if nr.Excluded != "" {
+			continue
+		}
+		g := phases.VerifyGate(nr, time.Now().UTC())
+		pass = pass && g.Result == phases.GatePassed
+		results = append(results, VerifyResult{Namespace: nr.Name, GateResult: g})
+	}
+	if o.Output == "json" {
+		b, err := json.MarshalIndent(results, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(o.Out, string(b))
+	} else {
+		var rows [][]string
+		for _, r := range results {
+			rows = append(rows, []string{r.Namespace, strings.ToUpper(r.Result), r.Message})
+		}
+		if err := renderRows(o.Out, []string{"NAMESPACE", "GATE", "REASON"}, rows); err != nil {
+			return err
+		}
+		for _, r := range results {
+			for _, c := range r.Culprits {
+				fmt.Fprintf(o.Out, "%s: %s\n", r.Namespace, c)
+			}
+		}
+	}
+	if !pass {
+		return errNeedsAttention
+	}
+	return nil
+}

@@ -1,0 +1,892 @@
+package phases
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/kubectl/pkg/polymorphichelpers"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+// Observer reads what the gates and the stale check judge.
+type Observer interface {
+	// Audit re-reads the namespaces and audits them, with the traffic
+	// since `since` (the zero time: without traffic).
+	Audit(ctx context.Context, namespaces []string, since time.Time) (*cluster.Snapshot, *audit.Report, error)
+	// ShadowDenials counts the dry-run authorization decisions in ns since
+	// `since`, and how many of them were denials; window describes it.
+	ShadowDenials(ctx context.Context, ns string, since time.Time) (denied, decisions float64, window string, err error)
+}
+
+// Dry-run modes (--dry-run).
+const (
+	DryRunNone   = "none"
+	DryRunClient = "client"
+	DryRunServer = "server"
+)
+
+// Options are what an apply run does.
+type Options struct {
+	// Namespaces restricts the run (empty: every namespace of the plan).
+	Namespaces []string
+	// Phase runs only that phase; Through runs every phase up to it.
+	Phase, Through string
+	DryRun         string
+	// Timeout bounds each rollout and each polled gate.
+	Timeout time.Duration
+	// Concurrency bounds the namespaces (and, within one, the rollouts)
+	// handled at once.
+	Concurrency int
+	// LockWait is how long to wait for another run's lock.
+	LockWait      time.Duration
+	LeaseDuration time.Duration
+	// VerifyWindow overrides the window the traffic gates read (zero:
+	// since the namespace and its callers were meshed, at most the plan's
+	// traffic window).
+	VerifyWindow time.Duration
+	// Identity names this run in the lock and the checkpoint.
+	Identity string
+}
+
+// Executor applies plans and rolls them back.
+type Executor struct {
+	Cluster  *Cluster
+	Observer Observer
+	Out      io.Writer
+	Now      func() time.Time
+	Options  Options
+
+	outMu sync.Mutex
+	cpMu  sync.Mutex
+	cps   map[string]*Checkpoint
+}
+
+// Stop is where a run stopped short: a gate did not pass or a step is
+// blocked. The checkpoint records it; re-running apply resumes there.
+type Stop struct {
+	Namespace string      `json:"namespace"`
+	Phase     string      `json:"phase"`
+	Reason    string      `json:"reason"`
+	Gate      *GateResult `json:"gate,omitempty"`
+}
+
+// Outcome is what a run did.
+type Outcome struct {
+	Changes int    `json:"changes"`
+	Stops   []Stop `json:"stops,omitempty"`
+	mu      sync.Mutex
+}
+
+func (o *Outcome) stop(s Stop) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.Stops = append(o.Stops, s)
+}
+
+func (o *Outcome) changed() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.Changes++
+}
+
+// StaleError lists how the cluster moved since the plan was made.
+type StaleError struct {
+	PlanID  string
+	Changes []string
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("plan %s is stale: the cluster changed since it was made:\n  %s\nmake a new plan (kubectl meshmigrate plan) and review it", e.PlanID, strings.Join(e.Changes, "\n  "))
+}
+
+// Preview is what Prepare found: the namespaces to run, in order, and
+// those a run of this plan already started.
+type Preview struct {
+	Namespaces []string
+	Phases     []string
+	Resuming   []string
+	// Pending counts the changes left to make in the selection.
+	Pending int
+}
+
+func (e *Executor) now() time.Time { return e.Now().UTC() }
+
+func (e *Executor) logf(ns, format string, args ...any) {
+	e.outMu.Lock()
+	defer e.outMu.Unlock()
+	fmt.Fprintf(e.Out, "%s: %s\n", ns, fmt.Sprintf(format, args...))
+}
+
+// selection returns the namespaces (in wave order) and phases to run.
+func (e *Executor) selection(p *plan.Plan) ([]string, []string, error) {
+	phases := plan.Phases
+	switch o := e.Options; {
+	case o.Phase != "" && o.Through != "":
+		return nil, nil, errors.New("--phase and --through exclude each other")
+	case o.Phase != "":
+		i := phaseIndex(o.Phase)
+		if i == len(plan.Phases) {
+			return nil, nil, fmt.Errorf("--phase %q: want one of %s", o.Phase, strings.Join(plan.Phases, ", "))
+		}
+		phases = plan.Phases[i : i+1]
+	case o.Through != "":
+		i := phaseIndex(o.Through)
+		if i == len(plan.Phases) {
+			return nil, nil, fmt.Errorf("--through %q: want one of %s", o.Through, strings.Join(plan.Phases, ", "))
+		}
+		phases = plan.Phases[:i+1]
+	}
+	want := map[string]bool{}
+	for _, ns := range e.Options.Namespaces {
+		if _, ok := p.Namespace(ns); !ok {
+			var names []string
+			for _, n := range p.Namespaces {
+				names = append(names, n.Name)
+			}
+			return nil, nil, fmt.Errorf("namespace %s is not in plan %s (it holds %s)", ns, p.ID, strings.Join(names, ", "))
+		}
+		want[ns] = true
+	}
+	var out []string
+	for _, w := range p.Waves {
+		for _, ns := range w.Namespaces {
+			if len(want) == 0 || want[ns] {
+				out = append(out, ns)
+			}
+		}
+	}
+	return out, phases, nil
+}
+
+// Prepare checks, before anything changes, that the plan is for this
+// cluster and still matches it, and loads the checkpoints. A namespace this
+// plan already changed is judged by its checkpoint instead: its state moved
+// because of the plan itself.
+func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) {
+	names, phases, err := e.selection(p)
+	if err != nil {
+		return nil, err
+	}
+	snap, report, err := e.Observer.Audit(ctx, names, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.ForCluster(snap.ClusterUID, snap.Server); err != nil {
+		return nil, err
+	}
+	pv := &Preview{Namespaces: names, Phases: phases}
+	e.cps = map[string]*Checkpoint{}
+	var check []string
+	for _, ns := range names {
+		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return nil, err
+		}
+		e.cps[ns] = cp
+		if cp.Started(p.ID) {
+			pv.Resuming = append(pv.Resuming, ns)
+		} else {
+			check = append(check, ns)
+		}
+		pn, _ := p.Namespace(ns)
+		for _, ph := range pn.Phases {
+			if !slices.Contains(phases, ph.Name) {
+				continue
+			}
+			for i, st := range ph.Steps {
+				if r := cp.Record(p.ID, ph.Name, i); r != nil && r.State == StateDone {
+					continue
+				}
+				if st.Status == plan.StatusPending && st.Action != plan.ActionReport && st.Action != plan.ActionGate {
+					pv.Pending++
+				}
+			}
+		}
+	}
+	if changes := p.ChangesIn(snap, report, check); len(changes) > 0 {
+		return nil, &StaleError{PlanID: p.ID, Changes: changes}
+	}
+	return pv, nil
+}
+
+// Apply runs the selected phases, wave by wave and, within a wave, phase
+// by phase across its namespaces, so namespaces that call each other in a
+// cycle are all meshed before any of them is verified. It stops after the
+// first wave-phase where a gate did not pass or a step is blocked.
+func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outcome, error) {
+	out := &Outcome{}
+	dry := e.Options.DryRun != "" && e.Options.DryRun != DryRunNone
+	if !dry {
+		locks, err := e.Cluster.AcquireAll(ctx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now)
+		if err != nil {
+			return nil, err
+		}
+		for _, lk := range locks.Held() {
+			if lk.TookOver != "" {
+				e.logf(lk.ns, "took over the expired lock of %q (that run stopped without releasing it)", lk.TookOver)
+			}
+		}
+		runCtx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		locks.KeepAlive(runCtx, e.Options.LeaseDuration, e.Now, func(err error) { cancel(err) })
+		defer func() {
+			if err := locks.Release(context.WithoutCancel(ctx)); err != nil {
+				e.logf(strings.Join(pv.Namespaces, ","), "warning: %v", err)
+			}
+		}()
+		ctx = runCtx
+		// Reload: the checkpoints may have moved between Prepare and
+		// taking the locks.
+		for _, ns := range pv.Namespaces {
+			cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+			if err != nil {
+				return nil, err
+			}
+			cp.ForPlan(p)
+			e.cps[ns] = cp
+		}
+	}
+	byWave := map[int][]string{}
+	var waves []int
+	for _, ns := range pv.Namespaces {
+		pn, _ := p.Namespace(ns)
+		if byWave[pn.Wave] == nil {
+			waves = append(waves, pn.Wave)
+		}
+		byWave[pn.Wave] = append(byWave[pn.Wave], ns)
+	}
+	sort.Ints(waves)
+	for _, w := range waves {
+		for _, phase := range pv.Phases {
+			g, gctx := errgroup.WithContext(ctx)
+			g.SetLimit(max(1, e.Options.Concurrency))
+			for _, ns := range byWave[w] {
+				g.Go(func() error { return e.runPhase(gctx, p, ns, phase, out) })
+			}
+			if err := g.Wait(); err != nil {
+				if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+					err = fmt.Errorf("%w (%v)", err, cause)
+				}
+				return out, err
+			}
+			if len(out.Stops) > 0 {
+				sort.Slice(out.Stops, func(i, j int) bool { return out.Stops[i].Namespace < out.Stops[j].Namespace })
+				return out, nil
+			}
+		}
+	}
+	return out, nil
+}
+
+// save writes ns's checkpoint (serialized: one writer per namespace).
+func (e *Executor) save(ctx context.Context, ns string) error {
+	if e.dry() {
+		return nil
+	}
+	e.cpMu.Lock()
+	cp := e.cps[ns]
+	e.cpMu.Unlock()
+	// A cancelled run (Ctrl-C) still records what it did.
+	return e.Cluster.SaveCheckpoint(context.WithoutCancel(ctx), cp, e.Options.Identity, e.now())
+}
+
+func (e *Executor) dry() bool { return e.Options.DryRun != "" && e.Options.DryRun != DryRunNone }
+
+// runPhase runs one phase of one namespace: its steps, then its gate.
+func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string, out *Outcome) error {
+	pn, _ := p.Namespace(ns)
+	ph, ok := pn.Phase(phase)
+	if !ok {
+		return nil
+	}
+	cp := e.cps[ns]
+	rec := cp.Phase(phase)
+	if !e.dry() && (rec.State == StateDone || rec.State == StateSkipped) {
+		e.logf(ns, "%s: already %s (%s)", phase, rec.State, stamp(rec.FinishedAt))
+		return nil
+	}
+	// The phases before this one must be done: --phase cannot skip ahead.
+	if !e.dry() {
+		for _, prev := range plan.Phases[:phaseIndex(phase)] {
+			if !cp.PhaseDone(prev) {
+				out.stop(Stop{Namespace: ns, Phase: phase, Reason: fmt.Sprintf("phase %s is not done yet: run it first (apply --through %s)", prev, prev)})
+				return nil
+			}
+		}
+	}
+	switch ph.Status {
+	case plan.StatusSkipped, plan.StatusDone:
+		e.logf(ns, "%s: %s in the plan: %s", phase, ph.Status, ph.Reason)
+		return e.finishPhase(ctx, ns, rec, StateSkipped, "the plan has it "+ph.Status+": "+ph.Reason, nil)
+	case plan.StatusBlocked:
+		reason := "blocked in the plan: " + ph.Reason
+		e.logf(ns, "%s: STOP: %s", phase, reason)
+		out.stop(Stop{Namespace: ns, Phase: phase, Reason: reason})
+		return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
+	}
+	if phase == plan.PhaseVerify {
+		if waiting := e.unmeshedCallers(p, pn); len(waiting) > 0 {
+			reason := "wave order: " + strings.Join(waiting, ", ") + " call this namespace in plaintext and are not meshed yet: apply their inject phase first"
+			e.logf(ns, "%s: STOP: %s", phase, reason)
+			out.stop(Stop{Namespace: ns, Phase: phase, Reason: reason})
+			return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
+		}
+	}
+	if !e.dry() {
+		if rec.StartedAt == nil {
+			t := e.now()
+			rec.StartedAt = &t
+		}
+		rec.State, rec.Message = StateRunning, ""
+		if err := e.save(ctx, ns); err != nil {
+			return err
+		}
+	}
+	e.logf(ns, "%s: start", phase)
+	var rollouts []*rollout
+	for i, st := range ph.Steps {
+		if st.Action != plan.ActionRestartWorkload && len(rollouts) > 0 {
+			if err := e.waitRollouts(ctx, ns, rollouts); err != nil {
+				return e.stopOnTimeout(ctx, ns, rec, err, out)
+			}
+			rollouts = nil
+		}
+		switch {
+		case st.Status == plan.StatusDone || st.Status == plan.StatusSkipped:
+			e.logf(ns, "%s: %s %s: %s (%s)", phase, st.Action, st.Target, st.Status, st.Reason)
+			continue
+		case st.Status == plan.StatusBlocked:
+			reason := fmt.Sprintf("%s %s is blocked: %s", st.Action, st.Target, st.Reason)
+			e.logf(ns, "%s: STOP: %s", phase, reason)
+			out.stop(Stop{Namespace: ns, Phase: phase, Reason: reason})
+			return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
+		case st.Action == plan.ActionReport:
+			e.logf(ns, "%s: note: %s: %s", phase, st.Target, st.Reason)
+			continue
+		case st.Action == plan.ActionGate:
+			g, err := e.shadowGate(ctx, p, ns, phase, i)
+			if err != nil {
+				return err
+			}
+			if g != nil && g.Result != GatePassed {
+				return e.gateStop(ctx, ns, rec, *g, out)
+			}
+			continue
+		}
+		if st.Forced {
+			e.logf(ns, "%s: FORCED by --force-strict over: %s", phase, st.Reason)
+		}
+		r, err := e.runStep(ctx, p, ns, phase, i, st, out)
+		if err != nil {
+			return fmt.Errorf("%s %s %s: %w", ns, phase, st.Target, err)
+		}
+		if r != nil {
+			rollouts = append(rollouts, r)
+		}
+	}
+	if len(rollouts) > 0 {
+		if err := e.waitRollouts(ctx, ns, rollouts); err != nil {
+			return e.stopOnTimeout(ctx, ns, rec, err, out)
+		}
+	}
+	if e.dry() {
+		if ph.Gate != nil {
+			e.logf(ns, "%s: gate %s would be checked here (%s)", phase, ph.Gate.Name, ph.Gate.Description)
+		}
+		return nil
+	}
+	var gate *GateResult
+	if ph.Gate != nil {
+		g, err := e.phaseGate(ctx, p, pn, ph)
+		if err != nil {
+			return err
+		}
+		gate = &g
+		if g.Result != GatePassed {
+			return e.gateStop(ctx, ns, rec, g, out)
+		}
+		e.logf(ns, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+	}
+	e.logf(ns, "%s: done", phase)
+	return e.finishPhase(ctx, ns, rec, StateDone, "", gate)
+}
+
+func stamp(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}
+
+func (e *Executor) finishPhase(ctx context.Context, ns string, rec *PhaseRecord, state, msg string, gate *GateResult) error {
+	if e.dry() {
+		return nil
+	}
+	rec.State, rec.Message = state, msg
+	if gate != nil {
+		rec.Gate = gate
+	}
+	if state == StateDone || state == StateSkipped {
+		t := e.now()
+		rec.FinishedAt = &t
+	}
+	return e.save(ctx, ns)
+}
+
+func (e *Executor) gateStop(ctx context.Context, ns string, rec *PhaseRecord, g GateResult, out *Outcome) error {
+	e.logf(ns, "%s: STOP: gate %s %s: %s", rec.Name, g.Name, g.Result, g.Message)
+	for _, c := range g.Culprits {
+		e.logf(ns, "%s:   %s", rec.Name, c)
+	}
+	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: "gate " + g.Name + " " + g.Result + ": " + g.Message, Gate: &g})
+	return e.finishPhase(ctx, ns, rec, StateStopped, "gate "+g.Name+" "+g.Result, &g)
+}
+
+type timeoutError struct{ msg string }
+
+func (t *timeoutError) Error() string { return t.msg }
+
+func (e *Executor) stopOnTimeout(ctx context.Context, ns string, rec *PhaseRecord, err error, out *Outcome) error {
+	var te *timeoutError
+	if !errors.As(err, &te) {
+		return err
+	}
+	e.logf(ns, "%s: STOP: %s", rec.Name, te.msg)
+	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: te.msg})
+	return e.finishPhase(ctx, ns, rec, StateStopped, te.msg, nil)
+}
+
+// unmeshedCallers lists the namespaces that call pn in plaintext and whose
+// inject phase is neither done in their checkpoint nor already done in the
+// plan. Verify would see their plaintext anyway; this names the cause.
+func (e *Executor) unmeshedCallers(p *plan.Plan, pn *plan.Namespace) []string {
+	var out []string
+	for _, caller := range pn.CalledBy {
+		cn, ok := p.Namespace(caller)
+		if !ok {
+			continue
+		}
+		if ph, ok := cn.Phase(plan.PhaseInject); ok && ph.Status == plan.StatusDone {
+			continue
+		}
+		if cp, ok := e.cps[caller]; ok && cp.PhaseDone(plan.PhaseInject) {
+			continue
+		}
+		if e.dry() {
+			continue
+		}
+		out = append(out, caller)
+	}
+	return out
+}
+
+// rollout is a restarted workload to wait for.
+type rollout struct {
+	ns, target string
+	// what names the rollout's cause in progress lines.
+	what string
+	gvr        schema.GroupVersionResource
+	rec        *Record
+}
+
+// runStep makes one change, write-ahead: the record of what the object
+// looked like before is saved first, the change made, the record marked
+// done. A record left "started" by a crash is completed by the next run,
+// which makes the same change again (all of them are idempotent) and keeps
+// the first prior state.
+func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, idx int, st plan.Step, out *Outcome) (*rollout, error) {
+	cp := e.cps[ns]
+	rec := cp.Record(p.ID, phase, idx)
+	if rec != nil && rec.State == StateDone {
+		e.logf(ns, "%s: %s %s: done by an earlier run", phase, st.Action, st.Target)
+		return nil, nil
+	}
+	kind, name, _ := strings.Cut(st.Target, "/")
+	if rec == nil {
+		undo, err := e.capture(ctx, p, ns, st, kind, name)
+		if err != nil {
+			return nil, err
+		}
+		if !e.dry() {
+			cp.Records = append(cp.Records, Record{Seq: cp.next(), PlanID: p.ID, Phase: phase, Step: idx, Action: st.Action,
+				Target: st.Target, State: StateStarted, StartedAt: e.now(), Undo: undo})
+			rec = &cp.Records[len(cp.Records)-1]
+			if err := e.save(ctx, ns); err != nil {
+				return nil, err
+			}
+		} else {
+			rec = &Record{Undo: undo}
+		}
+	}
+	var r *rollout
+	switch st.Action {
+	case plan.ActionLabelNamespace:
+		if err := e.labelNamespace(ctx, ns, st); err != nil {
+			return nil, err
+		}
+		e.logf(ns, "%s: labelled %s%s", phase, labelList(st.Labels, st.Remove), e.dryNote())
+	case plan.ActionRestartWorkload:
+		gvr, err := resourceFor("apps/v1", kind)
+		if err != nil {
+			return nil, err
+		}
+		obj := map[string]any{"apiVersion": "apps/v1", "kind": kind, "metadata": map[string]any{"name": name, "namespace": ns},
+			"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationRestartedAt: rec.Undo.Set}}}}}
+		if _, err := e.Cluster.apply(ctx, gvr, ns, obj); err != nil {
+			return nil, fmt.Errorf("restart %s: %w", st.Target, err)
+		}
+		e.logf(ns, "%s: restarted %s%s", phase, st.Target, e.dryNote())
+		if !e.dry() {
+			r = &rollout{ns: ns, target: st.Target, what: phase, gvr: gvr, rec: rec}
+		}
+	case plan.ActionApply:
+		obj := p.Manifest(st)
+		gvr, err := resourceFor(fmt.Sprint(obj["apiVersion"]), kind)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := e.Cluster.apply(ctx, gvr, ns, obj); err != nil {
+			return nil, fmt.Errorf("apply %s: %w", st.Target, err)
+		}
+		e.logf(ns, "%s: applied %s%s", phase, st.Target, e.dryNote())
+	default:
+		return nil, fmt.Errorf("unknown step action %q", st.Action)
+	}
+	out.changed()
+	if st.Action == plan.ActionLabelNamespace || st.Action == plan.ActionRestartWorkload {
+		t := e.now()
+		cp.MeshedAt = &t
+	}
+	if r != nil || e.dry() {
+		return r, nil // a restart is done once its rollout is
+	}
+	return nil, e.markDone(ctx, ns, rec)
+}
+
+func (e *Executor) dryNote() string {
+	if e.dry() {
+		return " (dry run: " + e.Options.DryRun + ")"
+	}
+	return ""
+}
+
+func (e *Executor) markDone(ctx context.Context, ns string, rec *Record) error {
+	t := e.now()
+	rec.State, rec.DoneAt = StateDone, &t
+	return e.save(ctx, ns)
+}
+
+// capture reads what the step is about to change.
+func (e *Executor) capture(ctx context.Context, p *plan.Plan, ns string, st plan.Step, kind, name string) (Undo, error) {
+	switch st.Action {
+	case plan.ActionLabelNamespace:
+		obj, err := e.Cluster.get(ctx, kinds["Namespace"], "", ns)
+		if err != nil || obj == nil {
+			return Undo{}, fmt.Errorf("read namespace %s: %w", ns, orNotFound(err, "namespace "+ns))
+		}
+		cur := obj.GetLabels()
+		u := Undo{Existed: true, Labels: map[string]*string{}, After: map[string]*string{}}
+		for _, k := range append(sortedKeys(st.Labels), st.Remove...) {
+			u.Labels[k], u.After[k] = nil, nil
+			if v, ok := cur[k]; ok {
+				u.Labels[k] = &v
+			}
+			if v, ok := st.Labels[k]; ok {
+				u.After[k] = &v
+			}
+		}
+		return u, nil
+	case plan.ActionRestartWorkload:
+		gvr, err := resourceFor("apps/v1", kind)
+		if err != nil {
+			return Undo{}, err
+		}
+		obj, err := e.Cluster.get(ctx, gvr, ns, name)
+		if err != nil || obj == nil {
+			return Undo{}, fmt.Errorf("read %s: %w", st.Target, orNotFound(err, st.Target))
+		}
+		u := Undo{Existed: true, APIVersion: "apps/v1", Set: e.now().Format(time.RFC3339)}
+		if v, ok, _ := unstructured.NestedString(obj.Object, "spec", "template", "metadata", "annotations", AnnotationRestartedAt); ok {
+			u.RestartedAt = &v
+		}
+		return u, nil
+	case plan.ActionApply:
+		obj := p.Manifest(st)
+		apiVersion := fmt.Sprint(obj["apiVersion"])
+		gvr, err := resourceFor(apiVersion, kind)
+		if err != nil {
+			return Undo{}, err
+		}
+		cur, err := e.Cluster.get(ctx, gvr, ns, name)
+		if err != nil {
+			return Undo{}, fmt.Errorf("read %s: %w", st.Target, err)
+		}
+		u := Undo{APIVersion: apiVersion}
+		if cur != nil {
+			u.Existed, u.Prior = true, Clean(cur.Object)
+		}
+		return u, nil
+	}
+	return Undo{}, fmt.Errorf("unknown step action %q", st.Action)
+}
+
+func orNotFound(err error, what string) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s no longer exists", what)
+}
+
+// Clean drops what the server manages from an object, leaving what rollback
+// restores: labels, annotations, spec and the rest.
+func Clean(obj map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range obj {
+		if k != "status" {
+			out[k] = v
+		}
+	}
+	if md, ok := obj["metadata"].(map[string]any); ok {
+		m := map[string]any{}
+		for k, v := range md {
+			switch k {
+			case "resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds":
+			default:
+				m[k] = v
+			}
+		}
+		out["metadata"] = m
+	}
+	return out
+}
+
+// labelNamespace sets the step's labels (server-side apply) and removes the
+// ones it removes (a conditional JSON patch: see removeLabels).
+func (e *Executor) labelNamespace(ctx context.Context, ns string, st plan.Step) error {
+	if len(st.Remove) > 0 {
+		obj, err := e.Cluster.get(ctx, kinds["Namespace"], "", ns)
+		if err != nil || obj == nil {
+			return fmt.Errorf("read namespace %s: %w", ns, orNotFound(err, "namespace "+ns))
+		}
+		remove := map[string]*string{}
+		for _, k := range st.Remove {
+			remove[k] = nil
+		}
+		if err := e.Cluster.patchLabels(ctx, ns, obj.GetLabels(), remove); err != nil {
+			return err
+		}
+	}
+	if len(st.Labels) == 0 {
+		return nil
+	}
+	labels := map[string]any{}
+	for k, v := range st.Labels {
+		labels[k] = v
+	}
+	obj := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns, "labels": labels}}
+	if _, err := e.Cluster.apply(ctx, kinds["Namespace"], "", obj); err != nil {
+		return fmt.Errorf("label namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
+func labelList(set map[string]string, remove []string) string {
+	var parts []string
+	for _, k := range sortedKeys(set) {
+		parts = append(parts, k+"="+set[k])
+	}
+	for _, k := range remove {
+		parts = append(parts, k+"-")
+	}
+	return strings.Join(parts, " ")
+}
+
+// waitRollouts waits for each restarted workload's rollout, as `kubectl
+// rollout status` judges it, printing its progress; then marks their
+// records done.
+func (e *Executor) waitRollouts(ctx context.Context, ns string, rs []*rollout) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, e.Options.Concurrency))
+	for _, r := range rs {
+		g.Go(func() error { return e.waitRollout(gctx, r) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if err := e.markDone(ctx, ns, r.rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Executor) waitRollout(ctx context.Context, r *rollout) error {
+	kind, name, _ := strings.Cut(r.target, "/")
+	viewer, err := polymorphichelpers.StatusViewerFor(schema.GroupKind{Group: "apps", Kind: kind})
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(e.Options.Timeout)
+	last := ""
+	for {
+		obj, err := e.Cluster.get(ctx, r.gvr, r.ns, name)
+		if err != nil {
+			return fmt.Errorf("watch the rollout of %s: %w", r.target, err)
+		}
+		if obj == nil {
+			return fmt.Errorf("%s was deleted during its rollout", r.target)
+		}
+		msg, done, err := viewer.Status(obj, 0)
+		if err != nil {
+			return fmt.Errorf("rollout of %s: %w", r.target, err)
+		}
+		msg = strings.TrimSpace(msg)
+		if msg != last {
+			e.logf(r.ns, "%s: %s: %s", r.what, r.target, msg)
+			last = msg
+		}
+		if done {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &timeoutError{msg: fmt.Sprintf("the rollout of %s did not finish within %s (%s): re-run apply to keep waiting, or roll back", r.target, e.Options.Timeout, last)}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// phaseGate evaluates a phase's gate. The sidecar and policy gates wait (up
+// to the timeout) for the cluster to settle; the traffic gate is judged
+// once, on the window since the namespace and its callers were meshed.
+func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespace, ph *plan.Phase) (GateResult, error) {
+	ns := pn.Name
+	switch ph.Gate.Name {
+	case plan.GateNoPlaintext:
+		since := e.verifySince(p, pn)
+		_, r, err := e.Observer.Audit(ctx, []string{ns}, since)
+		if err != nil {
+			return GateResult{}, fmt.Errorf("gate %s of %s: %w", ph.Gate.Name, ns, err)
+		}
+		return VerifyGate(namespaceOf(r, ns), e.now()), nil
+	case plan.GateSidecars, plan.GatePinned:
+		stayOut := map[string]bool{}
+		for _, st := range ph.Steps {
+			if st.Status == plan.StatusSkipped {
+				stayOut[st.Target] = true
+			}
+		}
+		deadline := time.Now().Add(e.Options.Timeout)
+		for {
+			_, r, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
+			if err != nil {
+				return GateResult{}, fmt.Errorf("gate %s of %s: %w", ph.Gate.Name, ns, err)
+			}
+			nr := namespaceOf(r, ns)
+			var g GateResult
+			if ph.Gate.Name == plan.GateSidecars {
+				g = SidecarsGate(nr, stayOut, e.now())
+			} else {
+				g = PinnedGate(nr, cluster.ModePermissive, e.now())
+			}
+			if g.Result == GatePassed || time.Now().After(deadline) {
+				return g, nil
+			}
+			select {
+			case <-ctx.Done():
+				return GateResult{}, ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+	return GateResult{}, fmt.Errorf("the plan names gate %q, which this version does not know: use the version that made the plan", ph.Gate.Name)
+}
+
+func namespaceOf(r *audit.Report, ns string) *audit.NamespaceReport {
+	for i := range r.Namespaces {
+		if r.Namespaces[i].Name == ns {
+			return &r.Namespaces[i]
+		}
+	}
+	return &audit.NamespaceReport{Name: ns}
+}
+
+// verifySince is where the verify window starts: plaintext seen before the
+// namespace and the callers the plan meshes were meshed says nothing about
+// now. It is never earlier than the plan's own window.
+func (e *Executor) verifySince(p *plan.Plan, pn *plan.Namespace) time.Time {
+	now := e.now()
+	if e.Options.VerifyWindow > 0 {
+		return now.Add(-e.Options.VerifyWindow)
+	}
+	window := 24 * time.Hour
+	if p.Traffic != nil {
+		if d, err := time.ParseDuration(p.Traffic.Window); err == nil && d > 0 {
+			window = d
+		} else if !p.Traffic.Start.IsZero() {
+			window = p.Traffic.End.Sub(p.Traffic.Start)
+		}
+	}
+	since := now.Add(-window)
+	for _, ns := range append([]string{pn.Name}, pn.CalledBy...) {
+		if cp, ok := e.cps[ns]; ok && cp.MeshedAt != nil && cp.MeshedAt.After(since) {
+			since = *cp.MeshedAt
+		}
+	}
+	return since
+}
+
+// shadowGate evaluates the authz phase's no-shadow-denials gate over the
+// window since the dry-run policies before it were applied.
+func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase string, idx int) (*GateResult, error) {
+	if e.dry() {
+		e.logf(ns, "%s: gate %s would be checked here", phase, plan.GateNoShadowDenials)
+		return nil, nil
+	}
+	pn, _ := p.Namespace(ns)
+	since := e.verifySince(p, pn)
+	if e.Options.VerifyWindow == 0 {
+		for i := 0; i < idx; i++ {
+			if r := e.cps[ns].Record(p.ID, phase, i); r != nil && r.DoneAt != nil && r.DoneAt.After(since) {
+				since = *r.DoneAt
+			}
+		}
+	}
+	denied, decisions, window, err := e.Observer.ShadowDenials(ctx, ns, since)
+	if err != nil {
+		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
+	}
+	g := ShadowGate(denied, decisions, window, e.now())
+	if g.Result == GatePassed {
+		e.logf(ns, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+		rec := e.cps[ns].Phase(phase)
+		rec.Gate = &g
+	}
+	return &g, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

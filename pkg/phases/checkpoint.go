@@ -1,0 +1,257 @@
+// Package phases executes a MigrationPlan against a cluster: it runs each
+// namespace's steps in wave and phase order, checks the gates, holds a Lease
+// per namespace so two runs never touch one namespace at once, and records
+// every change in a checkpoint in the namespace before making it
+// (write-ahead), so a run can be resumed from any machine and rolled back to
+// exactly the state before. docs/apply.md documents the checkpoint.
+package phases
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+// Names of the objects the tool keeps in each namespace it migrates.
+const (
+	// CheckpointName is the ConfigMap holding the namespace's Checkpoint.
+	CheckpointName = "meshmigrate-checkpoint"
+	// CheckpointKey is the ConfigMap data key holding it, as JSON.
+	CheckpointKey = "checkpoint.json"
+	// LeaseName is the Lease that locks the namespace during a run.
+	LeaseName = "meshmigrate-lock"
+	// FieldManager owns every field the tool writes.
+	FieldManager = "kubectl-meshmigrate"
+	// LabelComponent tells the checkpoint and the lock apart from the
+	// objects a plan creates.
+	LabelComponent = "app.kubernetes.io/component"
+	// AnnotationRestartedAt is what `kubectl rollout restart` sets on the
+	// pod template; changing it rolls the workload.
+	AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
+)
+
+// Phase and step record states.
+const (
+	StateRunning  = "running"
+	StateDone     = "done"
+	StateStopped  = "stopped" // a gate did not pass or a step is blocked
+	StateSkipped  = "skipped"
+	StateStarted  = "started" // a step's change may or may not have been made
+	GatePassed    = "passed"
+	GateFailed    = "failed"
+	GateUnsettled = "inconclusive"
+)
+
+// Checkpoint is the state of one namespace's migration, stored in the
+// namespace (ConfigMap CheckpointName) so any machine can resume or roll
+// back. It survives re-plans: Records keep every change of every plan, in
+// order, so `rollback --all` returns to the state before the first one.
+type Checkpoint struct {
+	Namespace string `json:"namespace"`
+	// PlanID and PlanHash name the plan the Phases belong to.
+	PlanID   string `json:"planID"`
+	PlanHash string `json:"planHash"`
+	// Phases is the progress of PlanID's phases, in plan order.
+	Phases []PhaseRecord `json:"phases"`
+	// Records are the changes made, oldest first, each written before
+	// its change was made.
+	Records []Record `json:"records"`
+	// MeshedAt is when the last injection change (label or restart) was
+	// made: plaintext seen before it says nothing about the meshed state.
+	MeshedAt *time.Time `json:"meshedAt,omitempty"`
+	// UpdatedAt and UpdatedBy name the last writer.
+	UpdatedAt time.Time `json:"updatedAt"`
+	UpdatedBy string    `json:"updatedBy"`
+
+	// resourceVersion of the ConfigMap this was read from: the next write
+	// is conditional on it.
+	resourceVersion string
+}
+
+// PhaseRecord is the progress of one phase.
+type PhaseRecord struct {
+	Name       string      `json:"name"`
+	State      string      `json:"state"`
+	Message    string      `json:"message,omitempty"`
+	StartedAt  *time.Time  `json:"startedAt,omitempty"`
+	FinishedAt *time.Time  `json:"finishedAt,omitempty"`
+	Gate       *GateResult `json:"gate,omitempty"`
+}
+
+// GateResult is the last evaluation of a gate.
+type GateResult struct {
+	Name   string `json:"name"`
+	Result string `json:"result"` // passed, failed, inconclusive
+	// Message says what was seen, over which window.
+	Message string `json:"message"`
+	// Culprits name what keeps the gate closed (plaintext clients, pods).
+	Culprits []string  `json:"culprits,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Record is one change: written with State started before the change is
+// made, set to done after. Undo says how to revert it.
+type Record struct {
+	Seq    int    `json:"seq"`
+	PlanID string `json:"planID"`
+	Phase  string `json:"phase"`
+	// Step is the index of the step within its plan phase.
+	Step      int        `json:"step"`
+	Action    string     `json:"action"`
+	Target    string     `json:"target"`
+	State     string     `json:"state"`
+	StartedAt time.Time  `json:"startedAt"`
+	DoneAt    *time.Time `json:"doneAt,omitempty"`
+	Undo      Undo       `json:"undo"`
+}
+
+// Undo is what an object looked like before a change.
+type Undo struct {
+	// Labels (label-namespace): the prior value of every label the step
+	// sets or removes; null for a label that was absent.
+	Labels map[string]*string `json:"labels,omitempty"`
+	// After are the values the step gives those labels (null: removed):
+	// rollback restores a label only if it still has that value.
+	After map[string]*string `json:"after,omitempty"`
+	// RestartedAt (restart-workload): the pod template's prior
+	// restartedAt annotation (null when absent), and the value the step
+	// sets, so a resumed step sets the same one.
+	RestartedAt *string `json:"restartedAt,omitempty"`
+	Set         string  `json:"set,omitempty"`
+	// APIVersion of the object (apply).
+	APIVersion string `json:"apiVersion,omitempty"`
+	// Existed is false when the step creates the object: rollback deletes
+	// it, and only if it still carries the plan's label.
+	Existed bool `json:"existed"`
+	// Prior is the object before the change, without server-managed
+	// fields (apply, when Existed).
+	Prior map[string]any `json:"prior,omitempty"`
+}
+
+// Phase returns the record of phase name, adding a pending one.
+func (c *Checkpoint) Phase(name string) *PhaseRecord {
+	for i := range c.Phases {
+		if c.Phases[i].Name == name {
+			return &c.Phases[i]
+		}
+	}
+	c.Phases = append(c.Phases, PhaseRecord{Name: name})
+	return &c.Phases[len(c.Phases)-1]
+}
+
+// PhaseDone reports whether phase name of the checkpoint's plan is done.
+func (c *Checkpoint) PhaseDone(name string) bool {
+	for _, p := range c.Phases {
+		if p.Name == name {
+			return p.State == StateDone || p.State == StateSkipped
+		}
+	}
+	return false
+}
+
+// Record returns the record of plan planID's step, if one was written.
+func (c *Checkpoint) Record(planID, phase string, step int) *Record {
+	for i := range c.Records {
+		r := &c.Records[i]
+		if r.PlanID == planID && r.Phase == phase && r.Step == step {
+			return r
+		}
+	}
+	return nil
+}
+
+// Started reports whether plan planID made or began any change here.
+func (c *Checkpoint) Started(planID string) bool {
+	if c.PlanID == planID {
+		for _, p := range c.Phases {
+			if p.State != "" {
+				return true
+			}
+		}
+	}
+	for _, r := range c.Records {
+		if r.PlanID == planID {
+			return true
+		}
+	}
+	return false
+}
+
+// ForPlan makes the checkpoint follow plan p: a new plan starts with fresh
+// phase progress but keeps the records of the ones before it.
+func (c *Checkpoint) ForPlan(p *plan.Plan) {
+	if c.PlanID == p.ID {
+		return
+	}
+	c.PlanID, c.PlanHash, c.Phases = p.ID, p.Hash, nil
+}
+
+// next returns the sequence number for a new record.
+func (c *Checkpoint) next() int {
+	n := 0
+	for _, r := range c.Records {
+		if r.Seq > n {
+			n = r.Seq
+		}
+	}
+	return n + 1
+}
+
+// UndoOrder returns the records to revert to undo every phase after phase
+// `to` ("" for all of them), in the order to revert them: newest first,
+// except that workload restarts come last, after the namespace's injection
+// label is restored, so the pods they roll come back as they were (without
+// a sidecar when injection was off before).
+func UndoOrder(records []Record, to string) []Record {
+	keep := -1
+	if to != "" {
+		keep = phaseIndex(to)
+	}
+	var changes, restarts []Record
+	for i := len(records) - 1; i >= 0; i-- {
+		r := records[i]
+		if phaseIndex(r.Phase) <= keep {
+			continue
+		}
+		if r.Action == plan.ActionRestartWorkload {
+			restarts = append(restarts, r)
+		} else {
+			changes = append(changes, r)
+		}
+	}
+	return append(changes, restarts...)
+}
+
+func phaseIndex(name string) int {
+	for i, p := range plan.Phases {
+		if p == name {
+			return i
+		}
+	}
+	return len(plan.Phases)
+}
+
+// Encode serializes the checkpoint for the ConfigMap.
+func (c *Checkpoint) Encode() (string, error) {
+	sort.SliceStable(c.Records, func(i, j int) bool { return c.Records[i].Seq < c.Records[j].Seq })
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode the checkpoint of %s: %w", c.Namespace, err)
+	}
+	return string(b), nil
+}
+
+// DecodeCheckpoint parses a checkpoint read from the ConfigMap.
+func DecodeCheckpoint(ns, data string) (*Checkpoint, error) {
+	c := &Checkpoint{}
+	if err := json.Unmarshal([]byte(data), c); err != nil {
+		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s is not readable (%v): it was edited by hand; restore it or delete it knowing that its undo records are lost", ns, CheckpointName, err)
+	}
+	if c.Namespace != ns {
+		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s belongs to namespace %q: it was copied by hand; delete it", ns, CheckpointName, c.Namespace)
+	}
+	return c, nil
+}

@@ -1,0 +1,319 @@
+package phases
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+// DefaultLeaseDuration is how long a lock outlives its holder's last
+// renewal: a run renews it every third of that, so only a dead run lets it
+// expire.
+const DefaultLeaseDuration = 30 * time.Second
+
+// LockedError says who holds a namespace's lock.
+type LockedError struct {
+	Namespace string
+	Holder    string
+	Acquired  time.Time
+	Renewed   time.Time
+	Expires   time.Time
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("namespace %s is locked by %q (since %s, renewed %s, expires %s unless renewed): another run is migrating it; wait for it (--wait-for-lock 5m), or, if you know that run is dead, `kubectl meshmigrate unlock -n %s`",
+		e.Namespace, e.Holder, e.Acquired.Format(time.RFC3339), e.Renewed.Format(time.RFC3339), e.Expires.Format(time.RFC3339), e.Namespace)
+}
+
+// Lock is a held Lease on a namespace. The Lease is the only object the
+// tool writes by update rather than server-side apply: taking it must be a
+// compare-and-swap on its resourceVersion, which apply does not give.
+type Lock struct {
+	c        *Cluster
+	ns       string
+	identity string
+	duration time.Duration
+	lease    *coordinationv1.Lease
+	// TookOver names the holder of an expired lease this lock replaced.
+	TookOver string
+}
+
+// LockInfo is a lease as `status` shows it.
+type LockInfo struct {
+	Holder   string    `json:"holder,omitempty"`
+	Acquired time.Time `json:"acquired,omitempty"`
+	Renewed  time.Time `json:"renewed,omitempty"`
+	Expires  time.Time `json:"expires,omitempty"`
+	Held     bool      `json:"held"`
+}
+
+func leaseInfo(l *coordinationv1.Lease) LockInfo {
+	var in LockInfo
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+		return in
+	}
+	in.Holder = *l.Spec.HolderIdentity
+	if l.Spec.AcquireTime != nil {
+		in.Acquired = l.Spec.AcquireTime.Time
+	}
+	if l.Spec.RenewTime != nil {
+		in.Renewed = l.Spec.RenewTime.Time
+	}
+	d := DefaultLeaseDuration
+	if l.Spec.LeaseDurationSeconds != nil {
+		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+	}
+	in.Expires = in.Renewed.Add(d)
+	in.Held = true
+	return in
+}
+
+// LockState reads who holds the namespace's lock (nil: never locked).
+func (c *Cluster) LockState(ctx context.Context, ns string) (*LockInfo, error) {
+	var l *coordinationv1.Lease
+	err := onTransient(ctx, func() error {
+		var err error
+		l, err = c.Kube.CoordinationV1().Leases(ns).Get(ctx, LeaseName, metav1.GetOptions{})
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the lock %s/%s: %w", ns, LeaseName, err)
+	}
+	in := leaseInfo(l)
+	return &in, nil
+}
+
+// Acquire takes the namespace's lock for identity, waiting up to wait for
+// a live holder to let go. An expired lease (its holder stopped renewing:
+// it crashed or was killed) is taken over.
+func (c *Cluster) Acquire(ctx context.Context, ns, identity string, duration, wait time.Duration, now func() time.Time) (*Lock, error) {
+	deadline := now().Add(wait)
+	for {
+		lk, err := c.tryAcquire(ctx, ns, identity, duration, now)
+		locked, isLocked := err.(*LockedError)
+		if err == nil || !isLocked || now().After(deadline) {
+			return lk, err
+		}
+		sleep := time.Until(locked.Expires)
+		if sleep > 2*time.Second || sleep <= 0 {
+			sleep = 2 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (stopped waiting: %v)", err, ctx.Err())
+		case <-time.After(sleep):
+		}
+	}
+}
+
+func (c *Cluster) tryAcquire(ctx context.Context, ns, identity string, duration time.Duration, now func() time.Time) (*Lock, error) {
+	leases := c.Kube.CoordinationV1().Leases(ns)
+	t := metav1.NewMicroTime(now())
+	secs := int32(duration / time.Second)
+	lk := &Lock{c: c, ns: ns, identity: identity, duration: duration}
+	var cur *coordinationv1.Lease
+	err := onTransient(ctx, func() error {
+		var err error
+		cur, err = leases.Get(ctx, LeaseName, metav1.GetOptions{})
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		l := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: LeaseName, Namespace: ns,
+				Labels: map[string]string{plan.LabelManagedBy: plan.ManagedBy, LabelComponent: "lock"}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &identity, LeaseDurationSeconds: &secs, AcquireTime: &t, RenewTime: &t},
+		}
+		created, err := leases.Create(ctx, l, metav1.CreateOptions{FieldManager: FieldManager})
+		if apierrors.IsAlreadyExists(err) {
+			return c.tryAcquire(ctx, ns, identity, duration, now)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create the lock %s/%s: %w", ns, LeaseName, err)
+		}
+		lk.lease = created
+		return lk, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the lock %s/%s: %w", ns, LeaseName, err)
+	}
+	in := leaseInfo(cur)
+	if in.Held && in.Holder != identity {
+		if now().Before(in.Expires) {
+			return nil, &LockedError{Namespace: ns, Holder: in.Holder, Acquired: in.Acquired, Renewed: in.Renewed, Expires: in.Expires}
+		}
+		lk.TookOver = in.Holder
+	}
+	next := cur.DeepCopy()
+	next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds = &identity, &secs
+	next.Spec.AcquireTime, next.Spec.RenewTime = &t, &t
+	updated, err := leases.Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+	if apierrors.IsConflict(err) {
+		// Someone else moved first: look again.
+		return c.tryAcquire(ctx, ns, identity, duration, now)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take the lock %s/%s: %w", ns, LeaseName, err)
+	}
+	lk.lease = updated
+	return lk, nil
+}
+
+// Renew extends the lease; it fails if another run took it over.
+func (l *Lock) Renew(ctx context.Context, now time.Time) error {
+	next := l.lease.DeepCopy()
+	t := metav1.NewMicroTime(now)
+	next.Spec.RenewTime = &t
+	var updated *coordinationv1.Lease
+	err := onTransient(ctx, func() error {
+		var err error
+		updated, err = l.c.Kube.CoordinationV1().Leases(l.ns).Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("renew the lock %s/%s: %w (another run may have taken it over after it expired)", l.ns, LeaseName, err)
+	}
+	l.lease = updated
+	return nil
+}
+
+// Release lets the lock go, keeping the Lease (its times say when the last
+// run ended).
+func (l *Lock) Release(ctx context.Context) error {
+	next := l.lease.DeepCopy()
+	next.Spec.HolderIdentity = nil
+	err := onTransient(ctx, func() error {
+		_, err := l.c.Kube.CoordinationV1().Leases(l.ns).Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("release the lock %s/%s: %w", l.ns, LeaseName, err)
+	}
+	return nil
+}
+
+// Unlock clears the namespace's lock whoever holds it: for the operator who
+// knows its holder is dead and will not wait for it to expire.
+func (c *Cluster) Unlock(ctx context.Context, ns string) (*LockInfo, error) {
+	var before *LockInfo
+	err := retryConflict(ctx, func() error {
+		l, err := c.Kube.CoordinationV1().Leases(ns).Get(ctx, LeaseName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		in := leaseInfo(l)
+		before = &in
+		if !in.Held {
+			return nil
+		}
+		l.Spec.HolderIdentity = nil
+		_, err = c.Kube.CoordinationV1().Leases(ns).Update(ctx, l, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("unlock %s/%s: %w", ns, LeaseName, err)
+	}
+	return before, nil
+}
+
+// Locks holds the locks of one run and keeps them alive.
+type Locks struct {
+	held []*Lock
+	stop chan struct{}
+	done chan struct{}
+}
+
+// AcquireAll locks the namespaces in name order (two runs over overlapping
+// sets then cannot each hold a part the other waits for). On failure it
+// releases what it took.
+func (c *Cluster) AcquireAll(ctx context.Context, namespaces []string, identity string, duration, wait time.Duration, now func() time.Time) (*Locks, error) {
+	names := append([]string(nil), namespaces...)
+	sort.Strings(names)
+	ls := &Locks{}
+	for _, ns := range names {
+		lk, err := c.Acquire(ctx, ns, identity, duration, wait, now)
+		if err != nil {
+			ls.Release(context.WithoutCancel(ctx))
+			return nil, err
+		}
+		ls.held = append(ls.held, lk)
+	}
+	return ls, nil
+}
+
+// Held returns the locks, to report takeovers.
+func (ls *Locks) Held() []*Lock { return ls.held }
+
+// KeepAlive renews the locks every third of their duration until Release;
+// lost is called (once) if a renewal fails, to stop the run.
+func (ls *Locks) KeepAlive(ctx context.Context, duration time.Duration, now func() time.Time, lost func(error)) {
+	ls.stop, ls.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ls.done)
+		t := time.NewTicker(duration / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ls.stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for _, lk := range ls.held {
+					if err := lk.Renew(ctx, now()); err != nil {
+						lost(err)
+						return
+					}
+				}
+			}
+		}
+	}()
+}
+
+// Release stops the renewals and lets every lock go.
+func (ls *Locks) Release(ctx context.Context) error {
+	if ls == nil {
+		return nil
+	}
+	if ls.stop != nil {
+		close(ls.stop)
+		<-ls.done
+		ls.stop = nil
+	}
+	var first error
+	for _, lk := range ls.held {
+		if err := lk.Release(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	ls.held = nil
+	return first
+}
+
+func retryConflict(ctx context.Context, fn func() error) error {
+	return onTransient(ctx, func() error { return retry.RetryOnConflict(retry.DefaultRetry, fn) })
+}
+
+// deleteLease removes the namespace's Lease after a full rollback.
+func (c *Cluster) deleteLease(ctx context.Context, ns string) error {
+	err := onTransient(ctx, func() error {
+		return c.Kube.CoordinationV1().Leases(ns).Delete(ctx, LeaseName, metav1.DeleteOptions{})
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the lock %s/%s: %w", ns, LeaseName, err)
+	}
+	return nil
+}

@@ -1,0 +1,101 @@
+package phases
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+// NamespaceStatus is where a namespace's migration stands.
+type NamespaceStatus struct {
+	Namespace string `json:"namespace"`
+	PlanID    string `json:"planID,omitempty"`
+	// Phase is the latest phase a run reached, State its state
+	// ("none" when no run started).
+	Phase string      `json:"phase"`
+	State string      `json:"state"`
+	Gate  *GateResult `json:"gate,omitempty"`
+	// Records counts the changes rollback can undo.
+	Records   int       `json:"records"`
+	Lock      *LockInfo `json:"lock,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt,omitempty"`
+	UpdatedBy string    `json:"updatedBy,omitempty"`
+	// Checkpoint is the whole state object (-o yaml/json).
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+}
+
+// StatusOf summarizes a checkpoint.
+func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
+	st := NamespaceStatus{Namespace: cp.Namespace, PlanID: cp.PlanID, Phase: "-", State: "none", Records: len(cp.Records),
+		Lock: lock, UpdatedAt: cp.UpdatedAt, UpdatedBy: cp.UpdatedBy}
+	if cp.resourceVersion != "" {
+		st.Checkpoint = cp
+	}
+	for _, name := range plan.Phases {
+		for _, p := range cp.Phases {
+			if p.Name == name && p.State != "" {
+				st.Phase, st.State = p.Name, p.State
+				if p.Gate != nil {
+					st.Gate = p.Gate
+				}
+			}
+		}
+	}
+	return st
+}
+
+// Status reads the namespaces' checkpoints and locks; with all, every
+// namespace holding a checkpoint (listed in pages).
+func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]NamespaceStatus, error) {
+	if all {
+		namespaces = nil
+		opts := metav1.ListOptions{LabelSelector: plan.LabelManagedBy + "=" + plan.ManagedBy + "," + LabelComponent + "=checkpoint", Limit: 250}
+		for {
+			var names []string
+			var cont string
+			err := onTransient(ctx, func() error {
+				list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
+				if err != nil {
+					return err
+				}
+				names, cont = nil, list.Continue
+				for _, cm := range list.Items {
+					if cm.Name == CheckpointName {
+						names = append(names, cm.Namespace)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("list checkpoints: %w", err)
+			}
+			namespaces = append(namespaces, names...)
+			if cont == "" {
+				break
+			}
+			opts.Continue = cont
+		}
+	}
+	sort.Strings(namespaces)
+	var out []NamespaceStatus
+	for _, ns := range namespaces {
+		if _, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			return nil, fmt.Errorf("namespace %s: %w", ns, err)
+		}
+		cp, err := c.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return nil, err
+		}
+		lock, err := c.LockState(ctx, ns)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, StatusOf(cp, lock))
+	}
+	return out, nil
+}
