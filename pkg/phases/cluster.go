@@ -213,18 +213,29 @@ func (c *Cluster) SaveCheckpoint(ctx context.Context, cp *Checkpoint, by string,
 		out, err := c.Kube.CoreV1().ConfigMaps(cp.Namespace).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 		if err == nil {
 			cp.resourceVersion = out.ResourceVersion
+			return nil
+		}
+		if !apierrors.IsConflict(err) || cp.resourceVersion == "" {
+			return err
+		}
+		// A conflict: look at what is stored. Our own data (a lost
+		// response of this very write) is a success; the version we read,
+		// unchanged, means nobody else wrote and the write can be tried
+		// again; anything else is another writer.
+		stored, rerr := c.LoadCheckpoint(ctx, cp.Namespace)
+		if rerr != nil {
+			return err
+		}
+		if mine, _ := stored.Encode(); mine == data {
+			cp.resourceVersion = stored.resourceVersion
+			return nil
+		}
+		if stored.resourceVersion == cp.resourceVersion {
+			return apierrors.NewServiceUnavailable("retry the checkpoint write: the conflict was not another writer")
 		}
 		return err
 	})
 	if apierrors.IsConflict(err) {
-		// A lost response may have written it already: a re-read that
-		// finds exactly our data is a success.
-		if now, rerr := c.LoadCheckpoint(ctx, cp.Namespace); rerr == nil {
-			if mine, _ := now.Encode(); mine == data {
-				cp.resourceVersion = now.resourceVersion
-				return nil
-			}
-		}
 		return fmt.Errorf("write the checkpoint %s/%s: it was changed by another writer since this run read it (another run after a lock takeover?): %w", cp.Namespace, CheckpointName, err)
 	}
 	if err != nil {

@@ -134,8 +134,14 @@ func (c *Cluster) tryAcquire(ctx context.Context, ns, identity string, duration 
 				Labels: map[string]string{plan.LabelManagedBy: plan.ManagedBy, LabelComponent: "lock"}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &identity, LeaseDurationSeconds: &secs, AcquireTime: &t, RenewTime: &t},
 		}
-		created, err := leases.Create(ctx, l, metav1.CreateOptions{FieldManager: FieldManager})
+		var created *coordinationv1.Lease
+		err := onTransient(ctx, func() error {
+			var err error
+			created, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: FieldManager})
+			return err
+		})
 		if apierrors.IsAlreadyExists(err) {
+			// Someone (or our own create, whose response was lost) made it.
 			return c.tryAcquire(ctx, ns, identity, duration, now)
 		}
 		if err != nil {
@@ -157,9 +163,15 @@ func (c *Cluster) tryAcquire(ctx context.Context, ns, identity string, duration 
 	next := cur.DeepCopy()
 	next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds = &identity, &secs
 	next.Spec.AcquireTime, next.Spec.RenewTime = &t, &t
-	updated, err := leases.Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+	var updated *coordinationv1.Lease
+	err = onTransient(ctx, func() error {
+		var err error
+		updated, err = leases.Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
 	if apierrors.IsConflict(err) {
-		// Someone else moved first: look again.
+		// Someone else moved first (or our own update, whose response was
+		// lost, did): look again.
 		return c.tryAcquire(ctx, ns, identity, duration, now)
 	}
 	if err != nil {
@@ -171,13 +183,26 @@ func (c *Cluster) tryAcquire(ctx context.Context, ns, identity string, duration 
 
 // Renew extends the lease; it fails if another run took it over.
 func (l *Lock) Renew(ctx context.Context, now time.Time) error {
-	next := l.lease.DeepCopy()
+	leases := l.c.Kube.CoordinationV1().Leases(l.ns)
 	t := metav1.NewMicroTime(now)
-	next.Spec.RenewTime = &t
 	var updated *coordinationv1.Lease
 	err := onTransient(ctx, func() error {
+		next := l.lease.DeepCopy()
+		next.Spec.RenewTime = &t
 		var err error
-		updated, err = l.c.Kube.CoordinationV1().Leases(l.ns).Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		updated, err = leases.Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		if apierrors.IsConflict(err) {
+			// Still ours (a lost response of our own renewal moved it)?
+			cur, gerr := leases.Get(ctx, LeaseName, metav1.GetOptions{})
+			if gerr != nil {
+				return gerr
+			}
+			if h := cur.Spec.HolderIdentity; h == nil || *h != l.identity {
+				return err
+			}
+			l.lease = cur
+			return apierrors.NewServiceUnavailable("retry the renewal on the current version")
+		}
 		return err
 	})
 	if err != nil {
