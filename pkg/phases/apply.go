@@ -72,6 +72,30 @@ type Executor struct {
 	outMu sync.Mutex
 	cpMu  sync.Mutex
 	cps   map[string]*Checkpoint
+	// peers is what each namespace's checkpoint said when the current
+	// wave-phase started: namespaces running concurrently read each
+	// other's progress from it, never from a checkpoint being written.
+	peers map[string]peer
+}
+
+// peer is the progress of a namespace others depend on.
+type peer struct {
+	injected bool
+	meshedAt *time.Time
+}
+
+// snapshotPeers records every loaded checkpoint's progress (between
+// wave-phases, when no namespace is running).
+func (e *Executor) snapshotPeers() {
+	e.peers = map[string]peer{}
+	for ns, cp := range e.cps {
+		pr := peer{injected: cp.PhaseDone(plan.PhaseInject)}
+		if cp.MeshedAt != nil {
+			t := *cp.MeshedAt
+			pr.meshedAt = &t
+		}
+		e.peers[ns] = pr
+	}
 }
 
 // Stop is where a run stopped short: a gate did not pass or a step is
@@ -216,6 +240,21 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 			}
 		}
 	}
+	// The callers of the selected namespaces, when left out of the run,
+	// are judged by their checkpoints (read only).
+	for _, ns := range names {
+		pn, _ := p.Namespace(ns)
+		for _, caller := range pn.CalledBy {
+			if _, ok := e.cps[caller]; ok {
+				continue
+			}
+			cp, err := e.Cluster.LoadCheckpoint(ctx, caller)
+			if err != nil {
+				return nil, err
+			}
+			e.cps[caller] = cp
+		}
+	}
 	if changes := p.ChangesIn(snap, report, check); len(changes) > 0 {
 		return nil, &StaleError{PlanID: p.ID, Changes: changes}
 	}
@@ -271,6 +310,7 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 	sort.Ints(waves)
 	for _, w := range waves {
 		for _, phase := range pv.Phases {
+			e.snapshotPeers()
 			g, gctx := errgroup.WithContext(ctx)
 			g.SetLimit(max(1, e.Options.Concurrency))
 			for _, ns := range byWave[w] {
@@ -482,7 +522,7 @@ func (e *Executor) unmeshedCallers(p *plan.Plan, pn *plan.Namespace) []string {
 		if ph, ok := cn.Phase(plan.PhaseInject); ok && ph.Status == plan.StatusDone {
 			continue
 		}
-		if cp, ok := e.cps[caller]; ok && cp.PhaseDone(plan.PhaseInject) {
+		if e.peers[caller].injected {
 			continue
 		}
 		if e.dry() {
@@ -846,8 +886,8 @@ func (e *Executor) verifySince(p *plan.Plan, pn *plan.Namespace) time.Time {
 	}
 	since := now.Add(-window)
 	for _, ns := range append([]string{pn.Name}, pn.CalledBy...) {
-		if cp, ok := e.cps[ns]; ok && cp.MeshedAt != nil && cp.MeshedAt.After(since) {
-			since = *cp.MeshedAt
+		if m := e.peers[ns].meshedAt; m != nil && m.After(since) {
+			since = *m
 		}
 	}
 	return since

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -50,46 +51,53 @@ func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
 }
 
 // Status reads the namespaces' checkpoints and locks; with all, every
-// namespace holding a checkpoint (listed in pages).
+// namespace holding a checkpoint, listed in pages (each checkpoint read
+// once, from the list).
 func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]NamespaceStatus, error) {
+	cps := map[string]*Checkpoint{}
 	if all {
 		namespaces = nil
 		opts := metav1.ListOptions{LabelSelector: plan.LabelManagedBy + "=" + plan.ManagedBy + "," + LabelComponent + "=checkpoint", Limit: 250}
 		for {
-			var names []string
-			var cont string
+			var list *corev1.ConfigMapList
 			err := onTransient(ctx, func() error {
-				list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
-				if err != nil {
-					return err
-				}
-				names, cont = nil, list.Continue
-				for _, cm := range list.Items {
-					if cm.Name == CheckpointName {
-						names = append(names, cm.Namespace)
-					}
-				}
-				return nil
+				var err error
+				list, err = c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
+				return err
 			})
 			if err != nil {
 				return nil, fmt.Errorf("list checkpoints: %w", err)
 			}
-			namespaces = append(namespaces, names...)
-			if cont == "" {
+			for _, cm := range list.Items {
+				if cm.Name != CheckpointName {
+					continue
+				}
+				cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey])
+				if err != nil {
+					return nil, err
+				}
+				cp.resourceVersion = cm.ResourceVersion
+				cps[cm.Namespace] = cp
+				namespaces = append(namespaces, cm.Namespace)
+			}
+			if list.Continue == "" {
 				break
 			}
-			opts.Continue = cont
+			opts.Continue = list.Continue
 		}
 	}
 	sort.Strings(namespaces)
 	var out []NamespaceStatus
 	for _, ns := range namespaces {
-		if _, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
-			return nil, fmt.Errorf("namespace %s: %w", ns, err)
-		}
-		cp, err := c.LoadCheckpoint(ctx, ns)
-		if err != nil {
-			return nil, err
+		cp, ok := cps[ns]
+		if !ok {
+			if _, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+				return nil, fmt.Errorf("namespace %s: %w", ns, err)
+			}
+			var err error
+			if cp, err = c.LoadCheckpoint(ctx, ns); err != nil {
+				return nil, err
+			}
 		}
 		lock, err := c.LockState(ctx, ns)
 		if err != nil {
