@@ -385,3 +385,96 @@ func TestApplyVerifyGate(t *testing.T) {
 		Feature()
 	testenv.Test(t, f)
 }
+
+// TestApplyUnderNamespacedRole migrates an estate as a ServiceAccount that
+// holds the shipped Role in the estate's namespaces only (plus the small
+// ClusterRole for cluster-scoped reads): a team migrating its own
+// namespaces, and refused anywhere else.
+func TestApplyUnderNamespacedRole(t *testing.T) {
+	f := features.New("a team migrates its namespaces under the namespaced Role").
+		Assess("plan, apply, status and rollback within the team's namespaces", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+			est := newEstate(ctx, t, c, "team", 0)
+			kube := kubernetes.NewForConfigOrDie(c.Client().RESTConfig())
+			root, _ := e2e.RepoRoot()
+			raw, err := os.ReadFile(filepath.Join(root, "deploy", "rbac", "apply-role.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			docs := strings.Split(string(raw), "\n---\n")
+			if len(docs) != 2 {
+				t.Fatalf("apply-role.yaml holds %d documents, want the Role and the ClusterRole", len(docs))
+			}
+			var role rbacv1.Role
+			var cluster rbacv1.ClusterRole
+			if err := yaml.Unmarshal([]byte(docs[0]), &role); err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.Unmarshal([]byte(docs[1]), &cluster); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kube.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "team"}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "team", Namespace: "default"}}
+			for _, ns := range []string{est.Front, est.Back} {
+				r := role.DeepCopy()
+				r.Namespace = ns
+				if _, err := kube.RbacV1().Roles(ns).Create(ctx, r, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "meshmigrate-team"},
+					RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name}, Subjects: subject}
+				if _, err := kube.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := kube.RbacV1().ClusterRoles().Create(ctx, &cluster, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "meshmigrate-team-cluster"},
+				RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: cluster.Name}, Subjects: subject}
+			if _, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			const team = "system:serviceaccount:default:team"
+			dir := t.TempDir()
+			graph := filepath.Join(dir, "traffic.yaml")
+			if err := os.WriteFile(graph, []byte(est.Graph()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, "plan.yaml")
+			var out, stderr string
+			var code int
+			err = wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
+				out, stderr, code = meshmigrate(t, c, "plan", "-n", est.Front+","+est.Back, "--traffic-file", graph, "-o", "yaml", "--as", team)
+				return code == 0, nil
+			})
+			if err != nil {
+				t.Fatalf("plan under the Role: exit %d\n%s", code, stderr)
+			}
+			if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := touched(ctx, t, c, est.Front, est.Back)
+			if out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--through", "permissive", "--yes", "--as", team); code != 0 {
+				t.Fatalf("apply under the Role: exit %d\n%s\n%s", code, out, stderr)
+			}
+			if out, stderr, code := meshmigrate(t, c, "status", "-n", est.Front+","+est.Back, "--as", team); code != 0 || strings.Count(out, "permissive") != 2 {
+				t.Errorf("status under the Role: exit %d\n%s\n%s", code, out, stderr)
+			}
+			if _, stderr, code := meshmigrate(t, c, "rollback", "-n", "kube-public", "--all", "--yes", "--as", team); code != 1 || !strings.Contains(stderr, "forbidden") {
+				t.Errorf("rollback outside the team's namespaces: exit %d, %s", code, stderr)
+			}
+			for _, ns := range []string{est.Front, est.Back} {
+				if out, stderr, code := meshmigrate(t, c, "rollback", "-n", ns, "--all", "--yes", "--as", team); code != 0 {
+					t.Fatalf("rollback %s under the Role: exit %d\n%s\n%s", ns, code, out, stderr)
+				}
+			}
+			if after := touched(ctx, t, c, est.Front, est.Back); !reflect.DeepEqual(before, after) {
+				t.Errorf("the rollback under the Role did not restore the estate")
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
