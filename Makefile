@@ -46,19 +46,25 @@ prometheus: ## Install a real Prometheus for the e2e suite and demo (Debian's pa
 e2e: prometheus ## E2E tests against a real API server (E2E_PROVIDER=kwok, default, or kind)
 	E2E_PROVIDER=$(E2E_PROVIDER) go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/
 
-demo: build prometheus ## Start a local cluster mid-migration and run `kubectl meshmigrate audit -A` against it
+demo: build prometheus ## Start a local cluster mid-migration; audit it, plan it, apply the plan to one namespace, show the status
 	go build -o bin/meshmigrate-demo ./hack/demo
 	kubeconfig=$$(bin/meshmigrate-demo up); \
 	prom=$$(cat .cache/demo/prometheus-url); \
 	tools=$$(bash hack/e2e-tools.sh 2>/dev/null); \
-	echo; echo "$$ kubectl meshmigrate audit -A --prometheus-url $$prom --traffic-window 1m"; \
-	code=0; KUBECONFIG=$$kubeconfig PATH="$(CURDIR)/bin:$$PATH:$$tools" kubectl meshmigrate audit -A --prometheus-url $$prom --traffic-window 1m || code=$$?; \
-	echo; echo "(exit code $$code: 0 clean, 2 findings need attention)"; \
+	export KUBECONFIG=$$kubeconfig PATH="$(CURDIR)/bin:$$PATH:$$tools"; \
+	step() { echo; echo "$$ $$*"; code=0; "$$@" || code=$$?; echo "(exit code $$code)"; }; \
+	step kubectl meshmigrate audit -A --prometheus-url $$prom --traffic-window 1m; [ $$code -le 2 ] || exit 1; \
+	echo; echo "$$ kubectl meshmigrate plan -A --prometheus-url $$prom --traffic-window 1m -o yaml > .cache/demo/plan.yaml"; \
+	code=0; kubectl meshmigrate plan -A --prometheus-url $$prom --traffic-window 1m -o yaml > .cache/demo/plan.yaml || code=$$?; \
+	echo "(exit code $$code: 2 means some steps are blocked, each with its reason)"; [ $$code -le 2 ] || exit 1; \
+	step kubectl meshmigrate plan -A --prometheus-url $$prom --traffic-window 1m -o table; \
+	step kubectl meshmigrate apply -f .cache/demo/plan.yaml -n legacy --through permissive --yes; [ $$code -eq 0 ] || exit 1; \
+	step kubectl meshmigrate status -A; \
 	echo; echo "The demo cluster stays up. To use it:"; \
 	echo "  export KUBECONFIG=$$kubeconfig PATH=$(CURDIR)/bin:\$$PATH:$$tools"; \
 	echo "  kubectl meshmigrate audit -A -o wide --prometheus-url $$prom --traffic-window 1m"; \
-	echo "To tear it down:  make demo-down"; \
-	[ $$code -le 2 ]
+	echo "  kubectl meshmigrate rollback -n legacy --all --yes"; \
+	echo "To tear it down:  make demo-down"
 
 demo-down: ## Delete the demo cluster and stop its stand-ins and Prometheus
 	go build -o bin/meshmigrate-demo ./hack/demo
