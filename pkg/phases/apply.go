@@ -538,8 +538,8 @@ type rollout struct {
 	ns, target string
 	// what names the rollout's cause in progress lines.
 	what string
-	gvr        schema.GroupVersionResource
-	rec        *Record
+	gvr  schema.GroupVersionResource
+	rec  *Record
 }
 
 // runStep makes one change, write-ahead: the record of what the object
