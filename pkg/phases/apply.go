@@ -442,15 +442,19 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 			return e.stopOnTimeout(ctx, ns, rec, err, out)
 		}
 	}
+	check := ph.Gate
+	if check == nil {
+		check = effectCheck(phase)
+	}
 	if e.dry() {
-		if ph.Gate != nil {
-			e.logf(ns, "%s: gate %s would be checked here (%s)", phase, ph.Gate.Name, ph.Gate.Description)
+		if check != nil {
+			e.logf(ns, "%s: gate %s would be checked here (%s)", phase, check.Name, check.Description)
 		}
 		return nil
 	}
 	var gate *GateResult
-	if ph.Gate != nil {
-		g, err := e.phaseGate(ctx, p, pn, ph)
+	if check != nil {
+		g, err := e.phaseGate(ctx, p, pn, phase, check, ph.Steps)
 		if err != nil {
 			return err
 		}
@@ -816,19 +820,19 @@ func (e *Executor) waitRollout(ctx context.Context, r *rollout) error {
 // phaseGate evaluates a phase's gate. The sidecar and policy gates wait (up
 // to the timeout) for the cluster to settle; the traffic gate is judged
 // once, on the window since the namespace and its callers were meshed.
-func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespace, ph *plan.Phase) (GateResult, error) {
+func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespace, phase string, gate *plan.Gate, steps []plan.Step) (GateResult, error) {
 	ns := pn.Name
-	switch ph.Gate.Name {
+	switch gate.Name {
 	case plan.GateNoPlaintext:
 		since := e.verifySince(p, pn)
 		_, r, err := e.Observer.Audit(ctx, []string{ns}, since)
 		if err != nil {
-			return GateResult{}, fmt.Errorf("gate %s of %s: %w", ph.Gate.Name, ns, err)
+			return GateResult{}, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
 		}
 		return VerifyGate(namespaceOf(r, ns), e.now()), nil
 	case plan.GateSidecars, plan.GatePinned:
 		stayOut := map[string]bool{}
-		for _, st := range ph.Steps {
+		for _, st := range steps {
 			if st.Status == plan.StatusSkipped {
 				stayOut[st.Target] = true
 			}
@@ -837,13 +841,16 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 		for {
 			_, r, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
 			if err != nil {
-				return GateResult{}, fmt.Errorf("gate %s of %s: %w", ph.Gate.Name, ns, err)
+				return GateResult{}, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
 			}
 			nr := namespaceOf(r, ns)
 			var g GateResult
-			if ph.Gate.Name == plan.GateSidecars {
+			switch {
+			case gate.Name == plan.GateSidecars:
 				g = SidecarsGate(nr, stayOut, e.now())
-			} else {
+			case phase == plan.PhaseStrict:
+				g = PinnedGate(nr, cluster.ModeStrict, e.now())
+			default:
 				g = PinnedGate(nr, cluster.ModePermissive, e.now())
 			}
 			if g.Result == GatePassed || time.Now().After(deadline) {
@@ -856,7 +863,18 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 			}
 		}
 	}
-	return GateResult{}, fmt.Errorf("the plan names gate %q, which this version does not know: use the version that made the plan", ph.Gate.Name)
+	return GateResult{}, fmt.Errorf("the plan names gate %q, which this version does not know: use the version that made the plan", gate.Name)
+}
+
+// effectCheck is the check apply makes after a phase the plan gives no
+// gate: that the PeerAuthentication it applied is the one in force, with
+// its mode (a second namespace-wide policy that is older would win).
+func effectCheck(phase string) *plan.Gate {
+	switch phase {
+	case plan.PhasePermissive, plan.PhaseStrict:
+		return &plan.Gate{Name: plan.GatePinned, Description: "the namespace's PeerAuthentication decides its mode, " + strings.ToUpper(phase)}
+	}
+	return nil
 }
 
 func namespaceOf(r *audit.Report, ns string) *audit.NamespaceReport {

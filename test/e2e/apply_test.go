@@ -118,7 +118,7 @@ func TestApplyMigration(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
 			}
-			for _, want := range []string{"gate sidecars-current passed", "gate no-plaintext passed", "gate no-shadow-denials passed", "Done:"} {
+			for _, want := range []string{"gate sidecars-current passed", "gate peer-authentication-in-force passed: STRICT", "gate no-plaintext passed", "gate no-shadow-denials passed", "Done:"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("output lacks %q:\n%s", want, out)
 				}
