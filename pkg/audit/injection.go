@@ -221,25 +221,26 @@ func ambientCaptured(p *cluster.Pod) bool {
 	return p.Annotations[annotationAmbient] == "enabled"
 }
 
-// PodsUnder classifies namespace ns's running pods as they would stand if the
-// namespace carried nsLabels (for example after a plan relabels it): which
-// are meshed, which a restart would inject, which stay out. It reads only
-// the snapshot; pods of other namespaces are ignored.
-func PodsUnder(s *cluster.Snapshot, ns string, nsLabels map[string]string) Pods {
-	var pods []*cluster.Pod
-	for i := range s.Pods {
-		p := &s.Pods[i]
-		if p.Namespace == ns && p.Phase != "Succeeded" && p.Phase != "Failed" {
-			pods = append(pods, p)
-		}
-	}
-	return podsOf(pods, nsLabels, compileInjectors(s.Injectors))
+// Classifier judges injection against a snapshot's injectors, compiled
+// once: a planner asks about many namespaces and label sets.
+type Classifier struct{ injectors []injector }
+
+// NewClassifier compiles the snapshot's injector webhooks.
+func NewClassifier(s *cluster.Snapshot) *Classifier {
+	return &Classifier{injectors: compileInjectors(s.Injectors)}
+}
+
+// Pods classifies a namespace's running pods as they would stand if the
+// namespace carried nsLabels (after the inject phase's label change and
+// before any restart): which would be meshed, need a restart, or stay out.
+func (c *Classifier) Pods(pods []*cluster.Pod, nsLabels map[string]string) Pods {
+	return podsOf(pods, nsLabels, c.injectors)
 }
 
 // InjectorFor returns the injector that would inject an ordinary pod of a
 // namespace labelled nsLabels, and false when none would.
-func InjectorFor(s *cluster.Snapshot, nsLabels map[string]string) (Injector, bool) {
-	w := selecting(compileInjectors(s.Injectors), nsLabels, nil)
+func (c *Classifier) InjectorFor(nsLabels map[string]string) (Injector, bool) {
+	w := selecting(c.injectors, nsLabels, nil)
 	if w == nil {
 		return Injector{}, false
 	}

@@ -38,7 +38,11 @@ func Build(in Input, opts Options) (*Plan, error) {
 	opts.normalize()
 	s, r := in.Snapshot, in.Report
 	b := &builder{in: in, opts: opts, reports: map[string]*audit.NamespaceReport{}, planned: map[string]bool{},
-		after: map[string]audit.Pods{}, pods: map[string][]*cluster.Pod{}}
+		after: map[string]audit.Pods{}, pods: map[string][]*cluster.Pod{}, cls: audit.NewClassifier(s),
+		nsLabels: map[string]map[string]string{}, unmeshed: map[string]map[string]bool{}}
+	for _, n := range s.Namespaces {
+		b.nsLabels[n.Name] = n.Labels
+	}
 	for i := range s.Pods {
 		p := &s.Pods[i]
 		if p.Phase != "Succeeded" && p.Phase != "Failed" {
@@ -82,7 +86,7 @@ func Build(in Input, opts Options) (*Plan, error) {
 	for _, name := range sortedKeys(b.planned) {
 		lp := b.planLabels(b.reports[name])
 		labels[name] = lp
-		b.after[name] = audit.PodsUnder(s, name, lp.after)
+		b.after[name] = b.cls.Pods(b.pods[name], lp.after)
 	}
 	b.indexTraffic()
 	waves, callers := b.waves()
@@ -109,6 +113,12 @@ type builder struct {
 	// namespace carries its planned labels.
 	pods  map[string][]*cluster.Pod
 	after map[string]audit.Pods
+	// cls judges injection with the injectors compiled once; nsLabels are
+	// the namespaces' labels; unmeshed indexes, per namespace, the
+	// workloads with a pod without a sidecar (filled on first use).
+	cls      *audit.Classifier
+	nsLabels map[string]map[string]string
+	unmeshed map[string]map[string]bool
 
 	excluded   map[string]bool            // "ns/workload"
 	exceptions map[string][]uint32        // "ns/workload" -> ports
@@ -250,7 +260,7 @@ func (b *builder) checkOptionTargets() error {
 		}
 	}
 	if rev := b.opts.Revision; rev != "" {
-		if _, ok := audit.InjectorFor(b.in.Snapshot, map[string]string{labelRev: rev}); !ok {
+		if _, ok := b.cls.InjectorFor(map[string]string{labelRev: rev}); !ok {
 			return fmt.Errorf("--revision %s: no injector serves istio.io/rev=%s (installed: %s)", rev, rev, revisionsInstalled(b.in.Snapshot))
 		}
 	}

@@ -29,12 +29,8 @@ type labelPlan struct {
 func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 	s := b.in.Snapshot
 	cur := map[string]string{}
-	for _, n := range s.Namespaces {
-		if n.Name == nr.Name {
-			for k, v := range n.Labels {
-				cur[k] = v
-			}
-		}
+	for k, v := range b.nsLabels[nr.Name] {
+		cur[k] = v
 	}
 	with := func(key, value, drop string) labelPlan {
 		after := map[string]string{}
@@ -53,7 +49,7 @@ func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 		if lp.set == nil && lp.remove == nil {
 			lp.status = StatusDone
 		}
-		in, _ := audit.InjectorFor(s, after)
+		in, _ := b.cls.InjectorFor(after)
 		lp.revision = in.Revision
 		return lp
 	}
@@ -68,7 +64,7 @@ func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 	case len(s.Injectors) == 0:
 		return blocked("Istio's sidecar injector is not installed: install Istio first")
 	}
-	if _, ok := audit.InjectorFor(s, cur); ok && (cur[labelInjection] == "enabled" || cur[labelRev] != "") {
+	if _, ok := b.cls.InjectorFor(cur); ok && (cur[labelInjection] == "enabled" || cur[labelRev] != "") {
 		// Keep the label that decides and drop the other one: never both.
 		key, drop := labelKeyOf(cur), labelRev
 		if key == labelRev {
@@ -77,14 +73,14 @@ func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 		return with(key, cur[key], drop)
 	}
 	if rev := cur[labelRev]; rev != "" {
-		if _, ok := audit.InjectorFor(s, map[string]string{labelRev: rev}); ok {
+		if _, ok := b.cls.InjectorFor(map[string]string{labelRev: rev}); ok {
 			// Both labels, and only the revision is served: istio-injection
 			// shadows it (ISTIO.md 1.3), so removing it makes rev inject.
 			return with(labelRev, rev, labelInjection)
 		}
 		return blocked(fmt.Sprintf("no injector serves %s=%s (installed: %s): re-plan with --revision", labelRev, cur[labelRev], revisionsInstalled(s)))
 	}
-	if _, ok := audit.InjectorFor(s, map[string]string{labelInjection: "enabled"}); ok {
+	if _, ok := b.cls.InjectorFor(map[string]string{labelInjection: "enabled"}); ok {
 		return with(labelInjection, "enabled", labelRev)
 	}
 	revs := map[string]bool{}
@@ -297,13 +293,16 @@ func (b *builder) sidecarNow(ns, workload string) bool {
 	if w == nil {
 		return false
 	}
-	ref := w.ref.String()
-	for _, p := range b.reports[ns].Pods.Items {
-		if p.Workload == ref && p.Sidecar == "" {
-			return false
+	if b.unmeshed[ns] == nil {
+		// Indexed once per namespace: this is asked for every edge.
+		b.unmeshed[ns] = map[string]bool{}
+		for _, p := range b.reports[ns].Pods.Items {
+			if p.Sidecar == "" {
+				b.unmeshed[ns][p.Workload] = true
+			}
 		}
 	}
-	return true
+	return !b.unmeshed[ns][w.ref.String()]
 }
 
 // verifyPhase is the gate before STRICT. At plan time it predicts the
