@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -643,7 +644,7 @@ func (e *Executor) capture(ctx context.Context, p *plan.Plan, ns string, st plan
 		}
 		cur := obj.GetLabels()
 		u := Undo{Existed: true, Labels: map[string]*string{}, After: map[string]*string{}}
-		for _, k := range append(sortedKeys(st.Labels), st.Remove...) {
+		for _, k := range append(slices.Sorted(maps.Keys(st.Labels)), st.Remove...) {
 			u.Labels[k], u.After[k] = nil, nil
 			if v, ok := cur[k]; ok {
 				u.Labels[k] = &v
@@ -749,7 +750,7 @@ func (e *Executor) labelNamespace(ctx context.Context, ns string, st plan.Step) 
 
 func labelList(set map[string]string, remove []string) string {
 	var parts []string
-	for _, k := range sortedKeys(set) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
 		parts = append(parts, k+"="+set[k])
 	}
 	for _, k := range remove {
@@ -938,13 +939,4 @@ func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase strin
 		rec.Gate = &g
 	}
 	return &g, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

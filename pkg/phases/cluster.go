@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,7 +124,7 @@ func (c *Cluster) apply(ctx context.Context, gvr schema.GroupVersionResource, ns
 // operations make every change conditional.
 func (c *Cluster) patchLabels(ctx context.Context, ns string, cur map[string]string, to map[string]*string) error {
 	var ops []string
-	for _, k := range sortedKeys(to) {
+	for _, k := range slices.Sorted(maps.Keys(to)) {
 		path := "/metadata/labels/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
 		v, has := cur[k]
 		if has {
@@ -146,7 +148,7 @@ func (c *Cluster) patchLabels(ctx context.Context, ns string, cur map[string]str
 		return err
 	})
 	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
-		return fmt.Errorf("change labels %s of namespace %s: a label changed since it was read: %w", strings.Join(sortedKeys(to), ", "), ns, err)
+		return fmt.Errorf("change labels %s of namespace %s: a label changed since it was read: %w", strings.Join(slices.Sorted(maps.Keys(to)), ", "), ns, err)
 	}
 	return err
 }

@@ -3,6 +3,8 @@ package phases
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -133,7 +135,7 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 		}
 		cur := obj.GetLabels()
 		to := map[string]*string{}
-		for _, k := range sortedKeys(r.Undo.Labels) {
+		for _, k := range slices.Sorted(maps.Keys(r.Undo.Labels)) {
 			now, has := cur[k]
 			prior, after := r.Undo.Labels[k], r.Undo.After[k]
 			switch {
@@ -243,7 +245,7 @@ func restoredList(to map[string]*string) string {
 		return "(already as before)"
 	}
 	var parts []string
-	for _, k := range sortedKeys(to) {
+	for _, k := range slices.Sorted(maps.Keys(to)) {
 		if to[k] == nil {
 			parts = append(parts, k+"-")
 		} else {

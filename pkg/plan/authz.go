@@ -2,6 +2,8 @@ package plan
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -48,7 +50,7 @@ func (b *builder) selectorOf(ns, workload string) (map[string]string, error) {
 	}
 	sel := labels.SelectorFromSet(common)
 	var others []string
-	for _, name := range sortedKeys(b.workloads[ns]) {
+	for _, name := range slices.Sorted(maps.Keys(b.workloads[ns])) {
 		if name == workload {
 			continue
 		}
@@ -107,7 +109,7 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 	}
 	var allows []Step
 	var blockers, uncovered []string
-	for _, w := range sortedKeys(b.workloads[nr.Name]) {
+	for _, w := range slices.Sorted(maps.Keys(b.workloads[nr.Name])) {
 		ref := b.workloads[nr.Name][w].ref
 		if ref.Kind == "Job" || ref.Kind == "CronJob" {
 			continue // runs to completion; serves nothing to allow
@@ -208,7 +210,7 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 func (b *builder) allowPolicy(ns, workload string, sel map[string]string, callers map[string]*caller, exceptionPorts []uint32) (map[string]any, string) {
 	var rules []any
 	var predicted []string
-	for _, principal := range sortedKeys(callers) {
+	for _, principal := range slices.Sorted(maps.Keys(callers)) {
 		c := callers[principal]
 		rule := map[string]any{"from": []any{map[string]any{"source": map[string]any{"principals": []any{principal}}}}}
 		if !c.anyPort && len(c.ports) > 0 {

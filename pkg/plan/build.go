@@ -2,6 +2,8 @@ package plan
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,7 +85,7 @@ func Build(in Input, opts Options) (*Plan, error) {
 	// Labels first: which pods each namespace's inject phase meshes decides
 	// which plaintext callers other namespaces can expect to clear.
 	labels := map[string]labelPlan{}
-	for _, name := range sortedKeys(b.planned) {
+	for _, name := range slices.Sorted(maps.Keys(b.planned)) {
 		lp := b.planLabels(b.reports[name])
 		labels[name] = lp
 		b.after[name] = b.cls.Pods(b.pods[name], lp.after)
@@ -230,7 +232,7 @@ func (b *builder) parseOptions() error {
 // plan does not hold: a typo must not silently leave a workload unexcluded.
 func (b *builder) checkOptionTargets() error {
 	check := func(flag string, keys map[string]bool) error {
-		for _, k := range sortedKeys(keys) {
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
 			ns, w, _ := strings.Cut(k, "/")
 			if !b.planned[ns] {
 				return fmt.Errorf("%s %s: namespace %s is not in the plan's scope (or is excluded from migration)", flag, k, ns)
@@ -254,7 +256,7 @@ func (b *builder) checkOptionTargets() error {
 	if err := check("--allow-no-callers", b.noCallers); err != nil {
 		return err
 	}
-	for _, ns := range sortedKeys(b.forced) {
+	for _, ns := range slices.Sorted(maps.Keys(b.forced)) {
 		if !b.planned[ns] {
 			return fmt.Errorf("--force-strict %s: namespace %s is not in the plan's scope", ns, ns)
 		}
@@ -278,7 +280,7 @@ func revisionsInstalled(s *cluster.Snapshot) string {
 	if len(set) == 0 {
 		return "none"
 	}
-	return strings.Join(sortedKeys(set), ", ")
+	return strings.Join(slices.Sorted(maps.Keys(set)), ", ")
 }
 
 func securityVersion(s *cluster.Snapshot) string {
@@ -328,7 +330,7 @@ func (b *builder) indexTraffic() {
 		b.meshedBy[ns] = meshed
 		b.accounts[ns] = map[string][]string{}
 		for name, set := range sas {
-			b.accounts[ns][name] = sortedKeys(set)
+			b.accounts[ns][name] = slices.Sorted(maps.Keys(set))
 		}
 	}
 }
@@ -353,10 +355,10 @@ func (b *builder) waves() ([][]string, map[string][]string) {
 	callers := map[string][]string{}
 	for ns, d := range deps {
 		if len(d) > 0 {
-			callers[ns] = sortedKeys(d)
+			callers[ns] = slices.Sorted(maps.Keys(d))
 		}
 	}
-	comp := sccs(sortedKeys(b.planned), func(n string) []string { return sortedKeys(deps[n]) })
+	comp := sccs(slices.Sorted(maps.Keys(b.planned)), func(n string) []string { return slices.Sorted(maps.Keys(deps[n])) })
 	// comp lists components with every dependency's component first.
 	level := map[int]int{}
 	of := map[string]int{}

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -42,7 +44,7 @@ func (f Fingerprint) Diff(current Fingerprint) []string {
 		keys[k] = true
 	}
 	var out []string
-	for _, k := range sortedKeys(keys) {
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		was, wok := f.Items[k]
 		now, nok := current.Items[k]
 		if wok == nok && was == now {
@@ -102,7 +104,7 @@ func NamespaceFingerprint(s *cluster.Snapshot, nr *audit.NamespaceReport) Finger
 		states[p.Workload][p.State] = true
 	}
 	for w, st := range states {
-		items["workload/"+w] = strings.Join(sortedKeys(st), ",")
+		items["workload/"+w] = strings.Join(slices.Sorted(maps.Keys(st)), ",")
 	}
 	return newFingerprint(items)
 }
@@ -150,15 +152,6 @@ func labelString(m map[string]string) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ",")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ForCluster refuses a plan made for another cluster: the kube-system UID

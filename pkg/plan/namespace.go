@@ -2,6 +2,8 @@ package plan
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -88,7 +90,7 @@ func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 		revs[w.Revision] = true
 	}
 	if len(revs) == 1 {
-		return with(labelRev, sortedKeys(revs)[0], labelInjection)
+		return with(labelRev, slices.Sorted(maps.Keys(revs))[0], labelInjection)
 	}
 	return blocked(fmt.Sprintf("the mesh has several revisions (%s) and no default injector: re-plan with --revision", revisionsInstalled(s)))
 }
@@ -140,7 +142,7 @@ func (b *builder) injectPhase(nr *audit.NamespaceReport, lp labelPlan) (Phase, [
 		groups[p.Workload] = append(groups[p.Workload], p)
 	}
 	var stayOut []string
-	for _, ref := range sortedKeys(groups) {
+	for _, ref := range slices.Sorted(maps.Keys(groups)) {
 		pods := groups[ref]
 		kind, wname, _ := strings.Cut(ref, "/")
 		var restart, out []string
@@ -355,7 +357,7 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 			ph.Status, ph.Reason = StatusSkipped, "--force-strict: the gate is not enforced; it would fail on: "+strings.Join(blockers, "; ")
 		}
 	}
-	return ph, sortedKeys(culprits)
+	return ph, slices.Sorted(maps.Keys(culprits))
 }
 
 // strictPhase sets the namespace STRICT, after the port exceptions it needs.
@@ -380,7 +382,7 @@ func (b *builder) strictPhase(nr *audit.NamespaceReport, paName string, stayOut,
 		}
 	}
 	sort.Strings(ph.Notes)
-	for _, w := range sortedKeys(b.workloads[nr.Name]) {
+	for _, w := range slices.Sorted(maps.Keys(b.workloads[nr.Name])) {
 		ports := b.exceptions[nr.Name+"/"+w]
 		if len(ports) == 0 {
 			continue
