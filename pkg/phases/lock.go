@@ -102,7 +102,9 @@ func (c *Cluster) Acquire(ctx context.Context, ns, identity string, duration, wa
 	for {
 		lk, err := c.tryAcquire(ctx, ns, identity, duration, now)
 		locked, isLocked := err.(*LockedError)
-		if err == nil || !isLocked || now().After(deadline) {
+		// Not after, but not before: wait 0 fails at once, whatever the
+		// clock's resolution (or a clock that does not move).
+		if err == nil || !isLocked || !now().Before(deadline) {
 			return lk, err
 		}
 		sleep := time.Until(locked.Expires)
