@@ -69,7 +69,13 @@ type Checkpoint struct {
 	// resourceVersion of the ConfigMap this was read from: the next write
 	// is conditional on it.
 	resourceVersion string
+	// stored is true for a checkpoint read from (or written to) the
+	// cluster, false for a namespace never migrated.
+	stored bool
 }
+
+// Stored reports whether the checkpoint exists in the cluster.
+func (c *Checkpoint) Stored() bool { return c.stored }
 
 // PhaseRecord is the progress of one phase.
 type PhaseRecord struct {

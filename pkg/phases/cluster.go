@@ -144,7 +144,7 @@ func (c *Cluster) patchLabels(ctx context.Context, ns string, cur map[string]str
 	}
 	patch := []byte("[" + strings.Join(ops, ",") + "]")
 	err := onTransient(ctx, func() error {
-		_, err := c.Kube.CoreV1().Namespaces().Patch(ctx, ns, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: c.dryRun()})
+		_, err := c.resource(kinds["Namespace"], "").Patch(ctx, ns, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: c.dryRun()})
 		return err
 	})
 	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
@@ -189,7 +189,7 @@ func (c *Cluster) LoadCheckpoint(ctx context.Context, ns string) (*Checkpoint, e
 	if err != nil {
 		return nil, err
 	}
-	cp.resourceVersion = rv
+	cp.resourceVersion, cp.stored = rv, true
 	return cp, nil
 }
 
@@ -214,7 +214,7 @@ func (c *Cluster) SaveCheckpoint(ctx context.Context, cp *Checkpoint, by string,
 	err = onTransient(ctx, func() error {
 		out, err := c.Kube.CoreV1().ConfigMaps(cp.Namespace).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 		if err == nil {
-			cp.resourceVersion = out.ResourceVersion
+			cp.resourceVersion, cp.stored = out.ResourceVersion, true
 			return nil
 		}
 		if !apierrors.IsConflict(err) || cp.resourceVersion == "" {

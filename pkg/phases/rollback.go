@@ -44,7 +44,7 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 		return nil, err
 	}
 	e.cps = map[string]*Checkpoint{ns: cp}
-	if cp.resourceVersion == "" {
+	if !cp.Stored() {
 		e.logf(ns, "nothing to roll back: the namespace has no checkpoint (no plan was applied to it)")
 		return out, nil
 	}

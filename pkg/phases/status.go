@@ -34,7 +34,7 @@ type NamespaceStatus struct {
 func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
 	st := NamespaceStatus{Namespace: cp.Namespace, PlanID: cp.PlanID, Phase: "-", State: "none", Records: len(cp.Records),
 		Lock: lock, UpdatedAt: cp.UpdatedAt, UpdatedBy: cp.UpdatedBy}
-	if cp.resourceVersion != "" {
+	if cp.Stored() {
 		st.Checkpoint = cp
 	}
 	for _, name := range plan.Phases {
@@ -76,7 +76,7 @@ func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]
 				if err != nil {
 					return nil, err
 				}
-				cp.resourceVersion = cm.ResourceVersion
+				cp.resourceVersion, cp.stored = cm.ResourceVersion, true
 				cps[cm.Namespace] = cp
 				namespaces = append(namespaces, cm.Namespace)
 			}
