@@ -94,11 +94,10 @@ func (f *ExecFlags) dry() bool { return f.DryRun != phases.DryRunNone }
 
 // newExecutor builds the executor for the cluster the kubectl flags name.
 func newExecutor(configFlags *genericclioptions.ConfigFlags, out io.Writer, f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
-	cfg, err := configFlags.ToRESTConfig()
+	cfg, err := restConfig(configFlags)
 	if err != nil {
-		return nil, fmt.Errorf("load the kubeconfig: %w (check --kubeconfig, --context or KUBECONFIG)", err)
+		return nil, err
 	}
-	cfg.UserAgent = "kubectl-meshmigrate/" + version
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("build the Kubernetes client: %w", err)

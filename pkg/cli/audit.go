@@ -11,6 +11,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 
@@ -156,13 +157,23 @@ func resolveScope(cmd *cobra.Command, configFlags *genericclioptions.ConfigFlags
 	return scope, nil
 }
 
-// newReader builds a cluster reader from the kubectl flags.
-func newReader(configFlags *genericclioptions.ConfigFlags) (*cluster.Reader, error) {
+// restConfig loads the cluster config the kubectl flags name, with the
+// plugin's user agent.
+func restConfig(configFlags *genericclioptions.ConfigFlags) (*rest.Config, error) {
 	cfg, err := configFlags.ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("load the kubeconfig: %w (check --kubeconfig, --context or KUBECONFIG)", err)
 	}
 	cfg.UserAgent = "kubectl-meshmigrate/" + version
+	return cfg, nil
+}
+
+// newReader builds a cluster reader from the kubectl flags.
+func newReader(configFlags *genericclioptions.ConfigFlags) (*cluster.Reader, error) {
+	cfg, err := restConfig(configFlags)
+	if err != nil {
+		return nil, err
+	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("build the Kubernetes client: %w", err)

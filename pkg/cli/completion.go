@@ -40,7 +40,7 @@ func registerCompletions(root *cobra.Command, configFlags *genericclioptions.Con
 // completeNamespaces lists the cluster's namespaces that start with prefix;
 // on any error it offers nothing rather than hang or print.
 func completeNamespaces(configFlags *genericclioptions.ConfigFlags, prefix string) []string {
-	cfg, err := configFlags.ToRESTConfig()
+	cfg, err := restConfig(configFlags)
 	if err != nil {
 		return nil
 	}

@@ -246,11 +246,10 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 }
 
 func kubeClient(configFlags *genericclioptions.ConfigFlags) (kubernetes.Interface, error) {
-	cfg, err := configFlags.ToRESTConfig()
+	cfg, err := restConfig(configFlags)
 	if err != nil {
-		return nil, fmt.Errorf("load the kubeconfig: %w (check --kubeconfig, --context or KUBECONFIG)", err)
+		return nil, err
 	}
-	cfg.UserAgent = "kubectl-meshmigrate/" + version
 	return kubernetes.NewForConfig(cfg)
 }
 

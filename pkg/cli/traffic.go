@@ -61,9 +61,9 @@ func (f *TrafficFlags) prometheus(ctx context.Context, configFlags *genericcliop
 	if f.PrometheusURL != "" {
 		return traffic.NewPrometheus(f.PrometheusURL, nil)
 	}
-	cfg, err := configFlags.ToRESTConfig()
+	cfg, err := restConfig(configFlags)
 	if err != nil {
-		return nil, fmt.Errorf("load the kubeconfig: %w", err)
+		return nil, err
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -36,32 +36,9 @@ const migrator = "system:serviceaccount:default:migrator"
 // the ServiceAccount default/migrator (and nothing to default/outsider).
 func installApplyRole(ctx context.Context, t *testing.T, c *envconf.Config) {
 	t.Helper()
-	kube := kubernetes.NewForConfigOrDie(c.Client().RESTConfig())
-	root, _ := e2e.RepoRoot()
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "rbac", "apply-clusterrole.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var role rbacv1.ClusterRole
-	if err := yaml.Unmarshal(raw, &role); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kube.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for _, sa := range []string{"migrator", "outsider"} {
-		if _, err := kube.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "meshmigrate-migrator"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "migrator", Namespace: "default"}}}
-	if _, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	bindShippedClusterRole(ctx, t, c, "apply-clusterrole.yaml", "migrator", "outsider")
 	// RBAC bindings take a moment to reach the authorizer's cache.
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
 		_, _, code := meshmigrate(t, c, "status", "-A", "--as", migrator)
 		return code == 0, nil
 	})

@@ -9,21 +9,16 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
-	"sigs.k8s.io/yaml"
 
-	"github.com/meshmigrate/kubectl-meshmigrate/internal/e2e"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 )
 
@@ -211,30 +206,7 @@ func TestAuditErrors(t *testing.T) {
 func TestAuditUnderShippedRBAC(t *testing.T) {
 	f := features.New("audit runs under exactly the shipped ClusterRole").
 		Setup(func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
-			kube := kubernetes.NewForConfigOrDie(c.Client().RESTConfig())
-			root, _ := e2e.RepoRoot()
-			raw, err := os.ReadFile(filepath.Join(root, "deploy", "rbac", "audit-clusterrole.yaml"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var role rbacv1.ClusterRole
-			if err := yaml.Unmarshal(raw, &role); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := kube.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			for _, sa := range []string{"auditor", "nobody"} {
-				if _, err := kube.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "meshmigrate-auditor"},
-				RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-				Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "auditor", Namespace: "default"}}}
-			if _, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			bindShippedClusterRole(ctx, t, c, "audit-clusterrole.yaml", "auditor", "nobody")
 			return ctx
 		}).
 		Assess("the auditor sees the same report as an admin", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
