@@ -243,7 +243,7 @@ func phaseIndex(name string) int {
 // Encode serializes the checkpoint for the ConfigMap.
 func (c *Checkpoint) Encode() (string, error) {
 	sort.SliceStable(c.Records, func(i, j int) bool { return c.Records[i].Seq < c.Records[j].Seq })
-	b, err := json.MarshalIndent(c, "", "  ")
+	b, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("encode the checkpoint of %s: %w", c.Namespace, err)
 	}

@@ -224,7 +224,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	if !ok || prior != nil {
 		t.Errorf("prior istio-injection = %v (present %v), want an explicit null", prior, ok)
 	}
-	if !strings.Contains(data, `"istio-injection": null`) {
+	if !strings.Contains(data, `"istio-injection":null`) {
 		t.Errorf("encoded checkpoint lacks the null prior label:\n%s", data)
 	}
 }

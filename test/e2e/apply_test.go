@@ -357,6 +357,24 @@ func TestApplyVerifyGate(t *testing.T) {
 			if m := namespace(t, r, est.Back).MTLS.Mode; m != "STRICT" {
 				t.Errorf("%s is %s after the gate passed", est.Back, m)
 			}
+
+			// Back to PERMISSIVE: the hand-made policy returns to its own
+			// mode, the earlier phases stay done, and STRICT can be applied
+			// again.
+			if out, stderr, code := meshmigrate(t, c, "rollback", "-n", est.Back, "--to", "permissive", "--yes"); code != 0 || !strings.Contains(out, "restored PeerAuthentication/legacy-pa") {
+				t.Fatalf("rollback --to permissive: exit %d\n%s\n%s", code, out, stderr)
+			}
+			r, _ = auditJSON(t, c, "-n", est.Back, "--no-traffic")
+			if n := namespace(t, r, est.Back); n.MTLS.Mode != "PERMISSIVE" || n.MTLS.Policy != est.Back+"/legacy-pa" || n.Pods.Meshed != n.Pods.Total {
+				t.Errorf("after rollback --to permissive: mTLS %+v, %d/%d meshed", n.MTLS, n.Pods.Meshed, n.Pods.Total)
+			}
+			if cp := checkpoint(ctx, t, c, est.Back); cp == nil || !cp.PhaseDone(plan.PhasePermissive) || cp.PhaseDone(plan.PhaseStrict) {
+				t.Errorf("checkpoint after rollback --to permissive: %+v", cp)
+			}
+			out, stderr, code = meshmigrate(t, c, "apply", "-f", file, "--yes", "-n", est.Back, "--through", "strict", "--prometheus-url", prom.URL, "--verify-window", "5s")
+			if code != 0 || !strings.Contains(out, "inject: already done") || !strings.Contains(out, "applied PeerAuthentication/legacy-pa") {
+				t.Errorf("strict again after the rollback: exit %d\n%s\n%s", code, out, stderr)
+			}
 			return ctx
 		}).
 		Feature()
