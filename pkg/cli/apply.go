@@ -306,6 +306,9 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		}
 	}
 	out, err := ex.Apply(ctx, o.plan, pv)
+	if errors.As(err, &stale) {
+		return &exitError{code: ExitStale, err: err}
+	}
 	if err != nil {
 		var locked *phases.LockedError
 		if errors.As(err, &locked) {

@@ -270,7 +270,9 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 	out := &Outcome{}
 	dry := e.Options.DryRun != "" && e.Options.DryRun != DryRunNone
 	if !dry {
-		locks, err := e.Cluster.AcquireAll(ctx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now)
+		runCtx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		locks, err := e.Cluster.AcquireAll(runCtx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
 		}
@@ -279,24 +281,14 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 				e.logf(lk.ns, "took over the expired lock of %q (that run stopped without releasing it)", lk.TookOver)
 			}
 		}
-		runCtx, cancel := context.WithCancelCause(ctx)
-		defer cancel(nil)
-		locks.KeepAlive(runCtx, e.Options.LeaseDuration, e.Now, func(err error) { cancel(err) })
 		defer func() {
 			if err := locks.Release(context.WithoutCancel(ctx)); err != nil {
 				e.logf(strings.Join(pv.Namespaces, ","), "warning: %v", err)
 			}
 		}()
 		ctx = runCtx
-		// Reload: the checkpoints may have moved between Prepare and
-		// taking the locks.
-		for _, ns := range pv.Namespaces {
-			cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
-			if err != nil {
-				return nil, err
-			}
-			cp.ForPlan(p)
-			e.cps[ns] = cp
+		if err := e.reload(ctx, p, pv); err != nil {
+			return nil, err
 		}
 	}
 	byWave := map[int][]string{}
@@ -330,6 +322,36 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 		}
 	}
 	return out, nil
+}
+
+// reload reads the checkpoints again once the locks are held, and checks
+// again that the namespaces this plan has not started still match it:
+// while this run waited for a lock (or for its confirmation) another run
+// may have changed them.
+func (e *Executor) reload(ctx context.Context, p *plan.Plan, pv *Preview) error {
+	var check []string
+	for _, ns := range pv.Namespaces {
+		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return err
+		}
+		if !cp.Started(p.ID) {
+			check = append(check, ns)
+		}
+		cp.ForPlan(p)
+		e.cps[ns] = cp
+	}
+	if len(check) == 0 {
+		return nil
+	}
+	snap, report, err := e.Observer.Audit(ctx, check, time.Time{})
+	if err != nil {
+		return err
+	}
+	if changes := p.ChangesIn(snap, report, check); len(changes) > 0 {
+		return &StaleError{PlanID: p.ID, Changes: changes}
+	}
+	return nil
 }
 
 // save writes ns's checkpoint (serialized: one writer per namespace).
@@ -400,7 +422,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 	var rollouts []*rollout
 	for i, st := range ph.Steps {
 		if st.Action != plan.ActionRestartWorkload && len(rollouts) > 0 {
-			if err := e.waitRollouts(ctx, ns, rollouts); err != nil {
+			if err := e.rolledOut(ctx, ns, rollouts); err != nil {
 				return e.stopOnTimeout(ctx, ns, rec, err, out)
 			}
 			rollouts = nil
@@ -439,7 +461,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		}
 	}
 	if len(rollouts) > 0 {
-		if err := e.waitRollouts(ctx, ns, rollouts); err != nil {
+		if err := e.rolledOut(ctx, ns, rollouts); err != nil {
 			return e.stopOnTimeout(ctx, ns, rec, err, out)
 		}
 	}
@@ -544,7 +566,8 @@ type rollout struct {
 	// what names the rollout's cause in progress lines.
 	what string
 	gvr  schema.GroupVersionResource
-	rec  *Record
+	// seq is the restart's checkpoint record.
+	seq int
 }
 
 // runStep makes one change, write-ahead: the record of what the object
@@ -595,7 +618,7 @@ func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, 
 		}
 		e.logf(ns, "%s: restarted %s%s", phase, st.Target, e.dryNote())
 		if !e.dry() {
-			r = &rollout{ns: ns, target: st.Target, what: phase, gvr: gvr, rec: rec}
+			r = &rollout{ns: ns, target: st.Target, what: phase, gvr: gvr, seq: rec.Seq}
 		}
 	case plan.ActionApply:
 		obj := p.Manifest(st)
@@ -611,14 +634,14 @@ func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, 
 		return nil, fmt.Errorf("unknown step action %q", st.Action)
 	}
 	out.changed()
-	if st.Action == plan.ActionLabelNamespace || st.Action == plan.ActionRestartWorkload {
+	if st.Action == plan.ActionLabelNamespace {
 		t := e.now()
 		cp.MeshedAt = &t
 	}
 	if r != nil || e.dry() {
 		return r, nil // a restart is done once its rollout is
 	}
-	return nil, e.markDone(ctx, ns, rec)
+	return nil, e.markDone(ctx, ns, rec.Seq)
 }
 
 func (e *Executor) dryNote() string {
@@ -628,10 +651,18 @@ func (e *Executor) dryNote() string {
 	return ""
 }
 
-func (e *Executor) markDone(ctx context.Context, ns string, rec *Record) error {
-	t := e.now()
-	rec.State, rec.DoneAt = StateDone, &t
-	return e.save(ctx, ns)
+// markDone marks record seq done. Records are found by their sequence
+// number, never held by pointer: appending a record may move the others.
+func (e *Executor) markDone(ctx context.Context, ns string, seq int) error {
+	cp := e.cps[ns]
+	for i := range cp.Records {
+		if cp.Records[i].Seq == seq {
+			t := e.now()
+			cp.Records[i].State, cp.Records[i].DoneAt = StateDone, &t
+			return e.save(ctx, ns)
+		}
+	}
+	return fmt.Errorf("checkpoint of %s lost record %d", ns, seq)
 }
 
 // capture reads what the step is about to change.
@@ -719,33 +750,36 @@ func Clean(obj map[string]any) map[string]any {
 }
 
 // labelNamespace sets the step's labels (server-side apply) and removes the
-// ones it removes (a conditional JSON patch: see removeLabels).
+// ones it removes (a conditional JSON patch: see patchLabels).
+//
+// The new label goes on before the old one comes off: with both present
+// istio-injection decides and pods are still injected, whereas a failure
+// between the two writes in the other order would leave the namespace
+// selecting no injector, and every pod created until a resume would start
+// without a sidecar.
 func (e *Executor) labelNamespace(ctx context.Context, ns string, st plan.Step) error {
-	if len(st.Remove) > 0 {
-		obj, err := e.Cluster.get(ctx, kinds["Namespace"], "", ns)
-		if err != nil || obj == nil {
-			return fmt.Errorf("read namespace %s: %w", ns, orNotFound(err, "namespace "+ns))
+	if len(st.Labels) > 0 {
+		labels := map[string]any{}
+		for k, v := range st.Labels {
+			labels[k] = v
 		}
-		remove := map[string]*string{}
-		for _, k := range st.Remove {
-			remove[k] = nil
-		}
-		if err := e.Cluster.patchLabels(ctx, ns, obj.GetLabels(), remove); err != nil {
-			return err
+		obj := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns, "labels": labels}}
+		if _, err := e.Cluster.apply(ctx, kinds["Namespace"], "", obj); err != nil {
+			return fmt.Errorf("label namespace %s: %w", ns, err)
 		}
 	}
-	if len(st.Labels) == 0 {
+	if len(st.Remove) == 0 {
 		return nil
 	}
-	labels := map[string]any{}
-	for k, v := range st.Labels {
-		labels[k] = v
+	obj, err := e.Cluster.get(ctx, kinds["Namespace"], "", ns)
+	if err != nil || obj == nil {
+		return fmt.Errorf("read namespace %s: %w", ns, orNotFound(err, "namespace "+ns))
 	}
-	obj := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns, "labels": labels}}
-	if _, err := e.Cluster.apply(ctx, kinds["Namespace"], "", obj); err != nil {
-		return fmt.Errorf("label namespace %s: %w", ns, err)
+	remove := map[string]*string{}
+	for _, k := range st.Remove {
+		remove[k] = nil
 	}
-	return nil
+	return e.Cluster.patchLabels(ctx, ns, obj.GetLabels(), remove)
 }
 
 func labelList(set map[string]string, remove []string) string {
@@ -760,19 +794,28 @@ func labelList(set map[string]string, remove []string) string {
 }
 
 // waitRollouts waits for each restarted workload's rollout, as `kubectl
-// rollout status` judges it, printing its progress; then marks their
-// records done.
-func (e *Executor) waitRollouts(ctx context.Context, ns string, rs []*rollout) error {
+// rollout status` judges it, printing its progress.
+func (e *Executor) waitRollouts(ctx context.Context, rs []*rollout) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, e.Options.Concurrency))
 	for _, r := range rs {
 		g.Go(func() error { return e.waitRollout(gctx, r) })
 	}
-	if err := g.Wait(); err != nil {
+	return g.Wait()
+}
+
+// rolledOut waits for the inject phase's restarts, then marks them done
+// and the namespace meshed from now: its old pods, without a sidecar,
+// served (and sent) plaintext until the rollout ended, and the verify
+// window must not count that.
+func (e *Executor) rolledOut(ctx context.Context, ns string, rs []*rollout) error {
+	if err := e.waitRollouts(ctx, rs); err != nil {
 		return err
 	}
+	t := e.now()
+	e.cps[ns].MeshedAt = &t
 	for _, r := range rs {
-		if err := e.markDone(ctx, ns, r.rec); err != nil {
+		if err := e.markDone(ctx, ns, r.seq); err != nil {
 			return err
 		}
 	}

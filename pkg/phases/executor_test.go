@@ -331,6 +331,11 @@ func TestRollbackRestoresAndRefusesToClobber(t *testing.T) {
 	if len(cp.Records) != 1 || cp.Records[0].Action != plan.ActionLabelNamespace {
 		t.Fatalf("after a stopped rollback the checkpoint holds %+v", cp.Records)
 	}
+	// Its phases are no longer done: an apply now would redo them, not
+	// skip them as done.
+	if cp.PhaseDone(plan.PhaseInject) || cp.PhaseDone(plan.PhasePermissive) {
+		t.Errorf("a stopped full rollback left phases done: %+v", cp.Phases)
+	}
 
 	// Put the label back as the plan left it: the rollback finishes and
 	// nothing of the tool remains.
@@ -348,5 +353,92 @@ func TestRollbackRestoresAndRefusesToClobber(t *testing.T) {
 	}
 	if _, err := c.Kube.CoreV1().ConfigMaps("shop").Get(context.Background(), CheckpointName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the checkpoint outlived a full rollback: %v", err)
+	}
+}
+
+func TestApplyChecksStalenessAgainOnceLocked(t *testing.T) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio.io/rev": "1-30"}))
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	pv, err := ex.Prepare(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another run changes the namespace while this one waits for the lock
+	// (or for its confirmation).
+	obs.report = shopReport("PERMISSIVE", "namespace")
+	obs.report.Namespaces[0].Pods.Items[0].State = audit.PodNeedsRestart
+	_, err = ex.Apply(context.Background(), p, pv)
+	var stale *StaleError
+	if !errors.As(err, &stale) {
+		t.Fatalf("apply after the namespace changed: %v", err)
+	}
+	if w := writes(dyn); len(w) != 0 {
+		t.Errorf("a stale plan wrote %v", w)
+	}
+}
+
+func TestApplyAddsTheNewInjectionLabelBeforeRemovingTheOld(t *testing.T) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio.io/rev": "1-30"}))
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	pv, _ := ex.Prepare(context.Background(), p)
+	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
+		t.Fatal(err)
+	}
+	var order []types.PatchType
+	for _, a := range dyn.Actions() {
+		if pa, ok := a.(k8stesting.PatchAction); ok && a.GetResource().Resource == "namespaces" {
+			order = append(order, pa.GetPatchType())
+		}
+	}
+	// Between the two writes the namespace carries both labels (and is
+	// injected), never neither.
+	if len(order) != 2 || order[0] != types.ApplyPatchType || order[1] != types.JSONPatchType {
+		t.Errorf("namespace writes %v, want the apply adding istio-injection, then the patch removing istio.io/rev", order)
+	}
+}
+
+func deploymentObj(name string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": name, "namespace": "shop", "generation": int64(1)},
+		"spec":     map[string]any{"replicas": int64(1)},
+		"status":   map[string]any{"observedGeneration": int64(1), "replicas": int64(1), "updatedReplicas": int64(1), "availableReplicas": int64(1)}}}
+}
+
+func TestApplyMarksEveryRestartDone(t *testing.T) {
+	c, _ := newFakeCluster(t, namespaceObj("shop", nil), deploymentObj("web"), deploymentObj("cart"), deploymentObj("api"))
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	inject := &p.Namespaces[0].Phases[0]
+	for _, w := range []string{"web", "cart", "api"} {
+		inject.Steps = append(inject.Steps, plan.Step{Action: plan.ActionRestartWorkload, Target: "Deployment/" + w, Status: plan.StatusPending})
+	}
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	pv, _ := ex.Prepare(context.Background(), p)
+	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
+		t.Fatal(err)
+	}
+	cp, _ := c.LoadCheckpoint(context.Background(), "shop")
+	restarts := 0
+	for _, r := range cp.Records {
+		if r.Action != plan.ActionRestartWorkload {
+			continue
+		}
+		restarts++
+		if r.State != StateDone || r.Undo.Set == "" {
+			t.Errorf("restart record %d (%s) is %s with set %q, want done", r.Seq, r.Target, r.State, r.Undo.Set)
+		}
+	}
+	if restarts != 3 {
+		t.Errorf("%d restart records, want 3", restarts)
+	}
+	if cp.MeshedAt == nil || cp.MeshedAt.Before(cp.Records[len(cp.Records)-2].StartedAt) {
+		t.Errorf("meshedAt %v must be the end of the rollouts, not the first change", cp.MeshedAt)
 	}
 }

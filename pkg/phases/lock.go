@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -256,58 +257,73 @@ func (c *Cluster) Unlock(ctx context.Context, ns string) (*LockInfo, error) {
 	return before, nil
 }
 
-// Locks holds the locks of one run and keeps them alive.
+// Locks holds the locks of one run and keeps them alive: each lock is
+// renewed from the moment it is taken, also while the run waits for the
+// next one.
 type Locks struct {
+	mu   sync.Mutex
 	held []*Lock
 	stop chan struct{}
 	done chan struct{}
 }
 
 // AcquireAll locks the namespaces in name order (two runs over overlapping
-// sets then cannot each hold a part the other waits for). On failure it
-// releases what it took.
-func (c *Cluster) AcquireAll(ctx context.Context, namespaces []string, identity string, duration, wait time.Duration, now func() time.Time) (*Locks, error) {
+// sets then cannot each hold a part the other waits for), renewing every
+// third of duration; lost is called (once) if a renewal fails, to stop the
+// run. On failure it releases what it took.
+func (c *Cluster) AcquireAll(ctx context.Context, namespaces []string, identity string, duration, wait time.Duration, now func() time.Time, lost func(error)) (*Locks, error) {
 	names := append([]string(nil), namespaces...)
 	sort.Strings(names)
-	ls := &Locks{}
+	ls := &Locks{stop: make(chan struct{}), done: make(chan struct{})}
+	go ls.keepAlive(ctx, duration, now, lost)
 	for _, ns := range names {
 		lk, err := c.Acquire(ctx, ns, identity, duration, wait, now)
 		if err != nil {
 			ls.Release(context.WithoutCancel(ctx))
 			return nil, err
 		}
+		ls.mu.Lock()
 		ls.held = append(ls.held, lk)
+		ls.mu.Unlock()
 	}
 	return ls, nil
 }
 
 // Held returns the locks, to report takeovers.
-func (ls *Locks) Held() []*Lock { return ls.held }
+func (ls *Locks) Held() []*Lock {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return append([]*Lock(nil), ls.held...)
+}
 
-// KeepAlive renews the locks every third of their duration until Release;
-// lost is called (once) if a renewal fails, to stop the run.
-func (ls *Locks) KeepAlive(ctx context.Context, duration time.Duration, now func() time.Time, lost func(error)) {
-	ls.stop, ls.done = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(ls.done)
-		t := time.NewTicker(duration / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ls.stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for _, lk := range ls.held {
-					if err := lk.Renew(ctx, now()); err != nil {
-						lost(err)
-						return
-					}
+func (ls *Locks) keepAlive(ctx context.Context, duration time.Duration, now func() time.Time, lost func(error)) {
+	defer close(ls.done)
+	t := time.NewTicker(duration / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ls.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, lk := range ls.Held() {
+				if err := lk.Renew(ctx, now()); err != nil {
+					lost(err)
+					return
 				}
 			}
 		}
-	}()
+	}
+}
+
+// stopRenewing ends the renewals (idempotent).
+func (ls *Locks) stopRenewing() {
+	if ls.stop != nil {
+		close(ls.stop)
+		<-ls.done
+		ls.stop = nil
+	}
 }
 
 // Release stops the renewals and lets every lock go.
@@ -315,32 +331,39 @@ func (ls *Locks) Release(ctx context.Context) error {
 	if ls == nil {
 		return nil
 	}
-	if ls.stop != nil {
-		close(ls.stop)
-		<-ls.done
-		ls.stop = nil
-	}
+	ls.stopRenewing()
 	var first error
-	for _, lk := range ls.held {
+	for _, lk := range ls.Held() {
 		if err := lk.Release(ctx); err != nil && first == nil {
 			first = err
 		}
 	}
+	ls.mu.Lock()
 	ls.held = nil
+	ls.mu.Unlock()
 	return first
+}
+
+// Delete stops the renewals and deletes the Leases, each only if it is
+// still the version this run last wrote (so a run that took a lease over
+// keeps it): a full rollback leaves nothing of the tool behind.
+func (ls *Locks) Delete(ctx context.Context) error {
+	ls.stopRenewing()
+	for _, lk := range ls.Held() {
+		rv := lk.lease.ResourceVersion
+		err := onTransient(ctx, func() error {
+			return lk.c.Kube.CoordinationV1().Leases(lk.ns).Delete(ctx, LeaseName, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete the lock %s/%s: %w", lk.ns, LeaseName, err)
+		}
+	}
+	ls.mu.Lock()
+	ls.held = nil
+	ls.mu.Unlock()
+	return nil
 }
 
 func retryConflict(ctx context.Context, fn func() error) error {
 	return onTransient(ctx, func() error { return retry.RetryOnConflict(retry.DefaultRetry, fn) })
-}
-
-// deleteLease removes the namespace's Lease after a full rollback.
-func (c *Cluster) deleteLease(ctx context.Context, ns string) error {
-	err := onTransient(ctx, func() error {
-		return c.Kube.CoordinationV1().Leases(ns).Delete(ctx, LeaseName, metav1.DeleteOptions{})
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete the lock %s/%s: %w", ns, LeaseName, err)
-	}
-	return nil
 }

@@ -240,7 +240,7 @@ func TestAcquireAllReleasesOnFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	// In name order: cart is taken, then shop is Bob's.
-	ls, err := c.AcquireAll(ctx, []string{"shop", "cart"}, alice, DefaultLeaseDuration, 0, at(t0))
+	ls, err := c.AcquireAll(ctx, []string{"shop", "cart"}, alice, DefaultLeaseDuration, 0, at(t0), func(error) {})
 	var locked *LockedError
 	if !errors.As(err, &locked) || locked.Namespace != "shop" || ls != nil {
 		t.Fatalf("AcquireAll = %v, %v; want shop locked by Bob", ls, err)
@@ -252,7 +252,7 @@ func TestAcquireAllReleasesOnFailure(t *testing.T) {
 		t.Errorf("shop holder = %q, want Bob untouched", h)
 	}
 
-	ls, err = c.AcquireAll(ctx, []string{"shop", "cart", "payments"}, bob, DefaultLeaseDuration, 0, at(t0))
+	ls, err = c.AcquireAll(ctx, []string{"shop", "cart", "payments"}, bob, DefaultLeaseDuration, 0, at(t0), func(error) {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,13 +31,15 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 	out := &Outcome{}
 	var locks *Locks
 	if !e.dry() {
+		runCtx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
 		var err error
-		locks, err = e.Cluster.AcquireAll(ctx, []string{ns}, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now)
+		locks, err = e.Cluster.AcquireAll(runCtx, []string{ns}, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
 		}
-		locks.KeepAlive(ctx, e.Options.LeaseDuration, e.Now, func(error) {})
 		defer locks.Release(context.WithoutCancel(ctx))
+		ctx = runCtx
 	}
 	cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
 	if err != nil {
@@ -52,6 +54,21 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 	if len(records) == 0 {
 		e.logf(ns, "nothing to roll back after phase %s", to)
 	}
+	if !e.dry() {
+		// The phases after `to` are undone from here on: saying so first
+		// means an interrupted rollback never leaves them marked done for
+		// the next apply to skip.
+		keep := cp.Phases[:0]
+		for _, p := range cp.Phases {
+			if to != "" && phaseIndex(p.Name) <= phaseIndex(to) {
+				keep = append(keep, p)
+			}
+		}
+		cp.Phases = keep
+		if err := e.save(ctx, ns); err != nil {
+			return out, err
+		}
+	}
 	var rollouts []*rollout
 	for _, r := range records {
 		ro, err := e.undo(ctx, ns, r)
@@ -64,49 +81,26 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 		}
 		if !e.dry() {
 			cp.Records = dropRecord(cp.Records, r.Seq)
-			if ro == nil {
-				if err := e.save(ctx, ns); err != nil {
-					return out, err
-				}
+			if err := e.save(ctx, ns); err != nil {
+				return out, err
 			}
 		}
 	}
-	if len(rollouts) > 0 {
-		// The records of the restarts are dropped once their rollouts are
-		// done; waitRollouts marks them done first, which is harmless.
-		for _, ro := range rollouts {
-			ro.rec = &Record{}
-		}
-		if err := e.waitRollouts(ctx, ns, rollouts); err != nil {
-			return out, err
-		}
+	if err := e.waitRollouts(ctx, rollouts); err != nil {
+		return out, fmt.Errorf("%w; the namespace is rolled back, its workloads are still rolling: watch them with kubectl rollout status", err)
 	}
 	if e.dry() {
 		return out, nil
 	}
-	// Phases after `to` are to do again.
-	keep := cp.Phases[:0]
-	for _, p := range cp.Phases {
-		if to != "" && phaseIndex(p.Name) <= phaseIndex(to) {
-			keep = append(keep, p)
-		}
-	}
-	cp.Phases = keep
 	if to == "" && len(cp.Records) == 0 {
 		if err := e.Cluster.DeleteCheckpoint(ctx, ns); err != nil {
 			return out, err
 		}
-		if err := locks.Release(context.WithoutCancel(ctx)); err != nil {
-			return out, err
-		}
-		if err := e.Cluster.deleteLease(ctx, ns); err != nil {
+		if err := locks.Delete(context.WithoutCancel(ctx)); err != nil {
 			return out, err
 		}
 		e.logf(ns, "rolled back completely: checkpoint and lock removed")
 		return out, nil
-	}
-	if err := e.save(ctx, ns); err != nil {
-		return out, err
 	}
 	e.logf(ns, "rolled back to the end of phase %s", to)
 	return out, nil
