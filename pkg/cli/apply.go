@@ -301,7 +301,7 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "Resuming from the checkpoint in %s\n", strings.Join(pv.Resuming, ", "))
 	}
 	if !o.Exec.dry() {
-		if err := confirm(o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Apply plan %s to %s", o.plan.ID, strings.Join(pv.Namespaces, ", "))); err != nil {
+		if err := confirm(ctx, o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Apply plan %s to %s", o.plan.ID, strings.Join(pv.Namespaces, ", "))); err != nil {
 			return err
 		}
 	}
@@ -335,8 +335,9 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	return nil
 }
 
-// confirm asks on a terminal; without one it needs --yes.
-func confirm(in io.Reader, out io.Writer, yes bool, what string) error {
+// confirm asks on a terminal; without one it needs --yes. Ctrl-C at the
+// prompt ends the command without a change.
+func confirm(ctx context.Context, in io.Reader, out io.Writer, yes bool, what string) error {
 	if yes {
 		return nil
 	}
@@ -345,9 +346,19 @@ func confirm(in io.Reader, out io.Writer, yes bool, what string) error {
 		return errors.New("refusing to change the cluster without confirmation: pass --yes (scripts), or run it on a terminal; --dry-run=client shows what it would do")
 	}
 	fmt.Fprintf(out, "%s? [y/N] ", what)
-	line, _ := bufio.NewReader(in).ReadString('\n')
-	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-		return errors.New("not confirmed: nothing was changed")
+	answer := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(in).ReadString('\n')
+		answer <- line
+	}()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out)
+		return errors.New("interrupted at the prompt: nothing was changed")
+	case line := <-answer:
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return errors.New("not confirmed: nothing was changed")
+		}
 	}
 	return nil
 }

@@ -286,7 +286,7 @@ func TestConfirm(t *testing.T) {
 	fmt.Fprintln(pw, "y")
 	for name, in := range map[string]io.Reader{"a reader": strings.NewReader("y\n"), "a pipe": pr} {
 		var out bytes.Buffer
-		err := confirm(in, &out, false, "Apply plan mp-1 to shop")
+		err := confirm(context.Background(), in, &out, false, "Apply plan mp-1 to shop")
 		if err == nil || !strings.Contains(err.Error(), "pass --yes") || !strings.Contains(err.Error(), "refusing to change the cluster") {
 			t.Errorf("%s, no --yes: %v, want a refusal naming --yes", name, err)
 		}
@@ -295,7 +295,7 @@ func TestConfirm(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if err := confirm(strings.NewReader(""), &out, true, "Apply plan mp-1 to shop"); err != nil || out.Len() != 0 {
+	if err := confirm(context.Background(), strings.NewReader(""), &out, true, "Apply plan mp-1 to shop"); err != nil || out.Len() != 0 {
 		t.Errorf("--yes: %v, prompted %q; want no question", err, out.String())
 	}
 }

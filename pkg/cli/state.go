@@ -108,7 +108,7 @@ func (o *RollbackOptions) Run(ctx context.Context) error {
 		what = "the phases after " + o.To
 	}
 	if !o.Exec.dry() {
-		if err := confirm(o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Roll back %s in namespace %s", what, o.namespace)); err != nil {
+		if err := confirm(ctx, o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Roll back %s in namespace %s", what, o.namespace)); err != nil {
 			return err
 		}
 	}

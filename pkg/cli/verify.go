@@ -111,6 +111,9 @@ func (o *VerifyOptions) Run(ctx context.Context, scope cluster.Scope) error {
 		pass = pass && g.Result == phases.GatePassed
 		results = append(results, VerifyResult{Namespace: nr.Name, GateResult: g})
 	}
+	if len(results) == 0 {
+		return errors.New("no namespace to verify: the scope matched none, or only namespaces Istio never injects (check -n, -l or -A)")
+	}
 	if o.Output == "json" {
 		b, err := json.MarshalIndent(results, "", "  ")
 		if err != nil {

@@ -2,6 +2,9 @@ package phases
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +80,8 @@ type Executor struct {
 	// wave-phase started: namespaces running concurrently read each
 	// other's progress from it, never from a checkpoint being written.
 	peers map[string]peer
+	// verified are the namespaces whose verify gate passed in this run.
+	verified map[string]bool
 }
 
 // peer is the progress of a namespace others depend on.
@@ -341,10 +346,8 @@ func (e *Executor) reload(ctx context.Context, p *plan.Plan, pv *Preview) error 
 		cp.ForPlan(p)
 		e.cps[ns] = cp
 	}
-	if len(check) == 0 {
-		return nil
-	}
-	snap, report, err := e.Observer.Audit(ctx, check, time.Time{})
+	// The mesh is checked even when every namespace is resuming.
+	snap, report, err := e.Observer.Audit(ctx, pv.Namespaces, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -399,6 +402,15 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		e.logf(ns, "%s: STOP: %s", phase, reason)
 		out.stop(Stop{Namespace: ns, Phase: phase, Reason: reason})
 		return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
+	}
+	if phase == plan.PhaseStrict && !strictStepsDone(cp, p.ID, ph) {
+		g, err := e.verifyAgain(ctx, p, pn)
+		if err != nil {
+			return err
+		}
+		if g != nil && g.Result != GatePassed {
+			return e.gateStop(ctx, ns, rec, *g, out)
+		}
 	}
 	if phase == plan.PhaseVerify {
 		if waiting := e.unmeshedCallers(p, pn); len(waiting) > 0 {
@@ -486,9 +498,64 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 			return e.gateStop(ctx, ns, rec, g, out)
 		}
 		e.logf(ns, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+		if phase == plan.PhaseVerify {
+			e.markVerified(ns)
+		}
 	}
 	e.logf(ns, "%s: done", phase)
 	return e.finishPhase(ctx, ns, rec, StateDone, "", gate)
+}
+
+// markVerified notes that ns passed its verify gate in this run.
+func (e *Executor) markVerified(ns string) {
+	e.cpMu.Lock()
+	defer e.cpMu.Unlock()
+	if e.verified == nil {
+		e.verified = map[string]bool{}
+	}
+	e.verified[ns] = true
+}
+
+func (e *Executor) verifiedNow(ns string) bool {
+	e.cpMu.Lock()
+	defer e.cpMu.Unlock()
+	return e.verified[ns]
+}
+
+// verifyAgain judges the verify gate again before STRICT when it did not
+// pass in this run: a pass from an earlier run (before a rollback to
+// verify, or days before a resumed strict phase) says nothing about the
+// traffic now.
+func (e *Executor) verifyAgain(ctx context.Context, p *plan.Plan, pn *plan.Namespace) (*GateResult, error) {
+	vp, ok := pn.Phase(plan.PhaseVerify)
+	if !ok || vp.Status != plan.StatusPending || vp.Gate == nil || e.dry() || e.verifiedNow(pn.Name) {
+		return nil, nil
+	}
+	g, err := e.phaseGate(ctx, p, pn, plan.PhaseVerify, vp.Gate, nil)
+	if err != nil {
+		return nil, err
+	}
+	if g.Result == GatePassed {
+		e.logf(pn.Name, "strict: gate %s passed again: %s", g.Name, g.Message)
+		e.markVerified(pn.Name)
+	}
+	return &g, nil
+}
+
+// strictStepsDone is true when a run of this plan already made the
+// strict phase's changes (its gate is all that is left).
+func strictStepsDone(cp *Checkpoint, planID string, ph *plan.Phase) bool {
+	made := false
+	for i, st := range ph.Steps {
+		if st.Status != plan.StatusPending {
+			continue
+		}
+		if r := cp.Record(planID, ph.Name, i); r == nil || r.State != StateDone {
+			return false
+		}
+		made = true
+	}
+	return made
 }
 
 func stamp(t *time.Time) string {
@@ -611,6 +678,13 @@ func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, 
 		if err != nil {
 			return nil, err
 		}
+		// An apply of the annotation alone would try to create a deleted
+		// workload: say what happened instead.
+		if cur, err := e.Cluster.get(ctx, gvr, ns, name); err != nil {
+			return nil, err
+		} else if cur == nil {
+			return nil, fmt.Errorf("%s no longer exists (deleted since the plan was made): make a new plan", st.Target)
+		}
 		obj := map[string]any{"apiVersion": "apps/v1", "kind": kind, "metadata": map[string]any{"name": name, "namespace": ns},
 			"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationRestartedAt: rec.Undo.Set}}}}}
 		if _, err := e.Cluster.apply(ctx, gvr, ns, obj); err != nil {
@@ -626,9 +700,11 @@ func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, 
 		if err != nil {
 			return nil, err
 		}
-		if _, err := e.Cluster.apply(ctx, gvr, ns, obj); err != nil {
+		written, err := e.Cluster.apply(ctx, gvr, ns, obj)
+		if err != nil {
 			return nil, fmt.Errorf("apply %s: %w", st.Target, err)
 		}
+		rec.Undo.UID, rec.Undo.Digest = string(written.GetUID()), Digest(written.Object)
 		e.logf(ns, "%s: applied %s%s", phase, st.Target, e.dryNote())
 	default:
 		return nil, fmt.Errorf("unknown step action %q", st.Action)
@@ -747,6 +823,15 @@ func Clean(obj map[string]any) map[string]any {
 		out["metadata"] = m
 	}
 	return out
+}
+
+// Digest is what rollback compares to tell an object left as the tool
+// wrote it from one changed since: its labels, annotations and spec.
+func Digest(obj map[string]any) string {
+	md, _ := obj["metadata"].(map[string]any)
+	b, _ := json.Marshal([]any{md["labels"], md["annotations"], obj["spec"]})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // labelNamespace sets the step's labels (server-side apply) and removes the

@@ -135,6 +135,11 @@ type Undo struct {
 	// Prior is the object before the change, without server-managed
 	// fields (apply, when Existed).
 	Prior map[string]any `json:"prior,omitempty"`
+	// UID and Digest name the object as the step wrote it (apply): the
+	// digest covers its labels, annotations and spec. Rollback restores
+	// or deletes only an object still exactly so.
+	UID    string `json:"uid,omitempty"`
+	Digest string `json:"digest,omitempty"`
 }
 
 // Phase returns the record of phase name, adding a pending one.

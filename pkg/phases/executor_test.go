@@ -442,3 +442,78 @@ func TestApplyMarksEveryRestartDone(t *testing.T) {
 		t.Errorf("meshedAt %v must be the end of the rollouts, not the first change", cp.MeshedAt)
 	}
 }
+
+func TestRollbackRefusesAnObjectChangedSince(t *testing.T) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio.io/rev": "1-30"}))
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	pv, _ := ex.Prepare(context.Background(), p)
+	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
+		t.Fatal(err)
+	}
+	// The team takes the policy over and makes it STRICT by hand.
+	paRes := dyn.Resource(schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}).Namespace("shop")
+	pa, _ := paRes.Get(context.Background(), "default", metav1.GetOptions{})
+	_ = unstructured.SetNestedField(pa.Object, "STRICT", "spec", "mtls", "mode")
+	if _, err := paRes.Update(context.Background(), pa, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newExecutor(c, obs, &out).Rollback(context.Background(), "shop", plan.PhaseInject)
+	var conflict *ConflictError
+	if !errors.As(err, &conflict) || !strings.Contains(err.Error(), "PeerAuthentication/default: its labels, annotations or spec changed since this plan wrote it") {
+		t.Fatalf("rollback over a changed policy: %v", err)
+	}
+	if pa, _ = paRes.Get(context.Background(), "default", metav1.GetOptions{}); pa == nil {
+		t.Fatal("rollback deleted a policy the team changed")
+	}
+	if mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode"); mode != "STRICT" {
+		t.Errorf("rollback overwrote the team's change: mode %s", mode)
+	}
+}
+
+func TestStrictVerifiesAgainWhenTheGatePassedInAnEarlierRun(t *testing.T) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio-injection": "enabled"}))
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	strictPA := map[string]any{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+		"metadata": map[string]any{"name": "default", "namespace": "shop"},
+		"spec":     map[string]any{"mtls": map[string]any{"mode": "STRICT"}}}
+	ns := &p.Namespaces[0]
+	ns.Phases[2] = plan.Phase{Name: plan.PhaseVerify, Status: plan.StatusPending, Gate: &plan.Gate{Name: plan.GateNoPlaintext}}
+	ns.Phases = append(ns.Phases, plan.Phase{Name: plan.PhaseStrict, Status: plan.StatusPending, Steps: []plan.Step{
+		{Action: plan.ActionApply, Target: "PeerAuthentication/default", Status: plan.StatusPending, Object: strictPA}}})
+	// An earlier run passed verify (then strict was rolled back, or failed).
+	done := time.Now().Add(-72 * time.Hour)
+	cp := &Checkpoint{Namespace: "shop", PlanID: p.ID, PlanHash: p.Hash, Phases: []PhaseRecord{
+		{Name: plan.PhaseInject, State: StateDone, FinishedAt: &done}, {Name: plan.PhasePermissive, State: StateDone, FinishedAt: &done},
+		{Name: plan.PhaseVerify, State: StateDone, FinishedAt: &done}}}
+	if err := c.SaveCheckpoint(context.Background(), cp, "earlier run", done); err != nil {
+		t.Fatal(err)
+	}
+	// Now a weekly job sends plaintext again.
+	nr := &obs.report.Namespaces[0]
+	nr.Readiness = audit.Readiness{Next: audit.PhaseVerify, Reason: "PERMISSIVE and meshed", Blockers: []string{"plaintext from batch/report"}}
+	nr.Traffic = audit.Traffic{Status: audit.TrafficObserved, PlaintextClients: []audit.Client{{Namespace: "batch", Workload: "report", Meshed: "no", Destinations: []string{"web"}, Count: 3}}}
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	ex.Options.Phase = plan.PhaseStrict
+	pv, err := ex.Prepare(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := ex.Apply(context.Background(), p, pv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Stops) != 1 || res.Stops[0].Phase != plan.PhaseStrict || res.Stops[0].Gate == nil || res.Stops[0].Gate.Name != plan.GateNoPlaintext {
+		t.Fatalf("stops = %+v\n%s", res.Stops, out.String())
+	}
+	if !strings.Contains(out.String(), "batch/report") {
+		t.Errorf("the stop does not name the plaintext client:\n%s", out.String())
+	}
+	if w := writes(dyn); len(w) != 0 {
+		t.Errorf("STRICT went on over a failed gate: %v", w)
+	}
+}

@@ -367,3 +367,14 @@ func (ls *Locks) Delete(ctx context.Context) error {
 func retryConflict(ctx context.Context, fn func() error) error {
 	return onTransient(ctx, func() error { return retry.RetryOnConflict(retry.DefaultRetry, fn) })
 }
+
+// deleteLease removes the namespace's Lease, whoever last held it.
+func (c *Cluster) deleteLease(ctx context.Context, ns string) error {
+	err := onTransient(ctx, func() error {
+		return c.Kube.CoordinationV1().Leases(ns).Delete(ctx, LeaseName, metav1.DeleteOptions{})
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the lock %s/%s: %w", ns, LeaseName, err)
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package phases
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -29,6 +30,13 @@ func (e *ConflictError) Error() string {
 // remains.
 func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error) {
 	out := &Outcome{}
+	first, err := e.Cluster.LoadCheckpoint(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	if !first.Stored() {
+		return out, e.noCheckpoint(ctx, ns, to)
+	}
 	var locks *Locks
 	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
@@ -41,14 +49,14 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 		defer locks.Release(context.WithoutCancel(ctx))
 		ctx = runCtx
 	}
+	// Again under the lock: another run may have moved it.
 	cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
 	if err != nil {
 		return nil, err
 	}
 	e.cps = map[string]*Checkpoint{ns: cp}
 	if !cp.Stored() {
-		e.logf(ns, "nothing to roll back: the namespace has no checkpoint (no plan was applied to it)")
-		return out, nil
+		return out, e.noCheckpoint(ctx, ns, to)
 	}
 	records := UndoOrder(cp.Records, to)
 	if len(records) == 0 {
@@ -58,9 +66,15 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 		// The phases after `to` are undone from here on: saying so first
 		// means an interrupted rollback never leaves them marked done for
 		// the next apply to skip.
+		// A verify pass is about the traffic before STRICT went on: undoing
+		// STRICT undoes it too, so the next apply verifies again.
+		last := phaseIndex(to)
+		if to == plan.PhaseVerify {
+			last = phaseIndex(plan.PhasePermissive)
+		}
 		keep := cp.Phases[:0]
 		for _, p := range cp.Phases {
-			if to != "" && phaseIndex(p.Name) <= phaseIndex(to) {
+			if to != "" && phaseIndex(p.Name) <= last {
 				keep = append(keep, p)
 			}
 		}
@@ -72,6 +86,14 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 	var rollouts []*rollout
 	for _, r := range records {
 		ro, err := e.undo(ctx, ns, r)
+		var conflict *ConflictError
+		if e.dry() && errors.As(err, &conflict) {
+			// A dry run changes nothing, so a later record meets the
+			// object as it is now, not as the undos before it would
+			// leave it: report, and go on.
+			e.logf(ns, "rollback: would stop here unless an earlier undo of this rollback restores it: %v", err)
+			continue
+		}
 		if err != nil {
 			return out, err
 		}
@@ -104,6 +126,28 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 	}
 	e.logf(ns, "rolled back to the end of phase %s", to)
 	return out, nil
+}
+
+// noCheckpoint explains that there is nothing to roll back, and removes a
+// lock a full rollback left behind (it deleted the checkpoint, then failed
+// to delete the Lease).
+func (e *Executor) noCheckpoint(ctx context.Context, ns, to string) error {
+	e.logf(ns, "nothing to roll back: the namespace has no checkpoint (no plan was applied to it, or a full rollback already ran)")
+	if to != "" || e.dry() {
+		return nil
+	}
+	lock, err := e.Cluster.LockState(ctx, ns)
+	if err != nil || lock == nil {
+		return err
+	}
+	if lock.Held && e.Now().Before(lock.Expires) {
+		return fmt.Errorf("namespace %s has no checkpoint but its lock is held by %q: a run is starting there", ns, lock.Holder)
+	}
+	if err := e.Cluster.deleteLease(ctx, ns); err != nil {
+		return err
+	}
+	e.logf(ns, "removed the lock a full rollback left behind")
+	return nil
 }
 
 func dropRecord(rs []Record, seq int) []Record {
@@ -191,10 +235,23 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 		if err != nil {
 			return nil, err
 		}
+		// The object must still be as this step wrote it. A record whose
+		// change was never confirmed (a crash right after the write) has no
+		// digest: the object is then either as before (nothing to do) or
+		// as the step left it.
+		switch {
+		case cur == nil && !r.Undo.Existed:
+			return nil, nil
+		case cur == nil:
+			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "it was deleted since this plan changed it: not re-created"}
+		case r.Undo.Existed && Digest(cur.Object) == Digest(r.Undo.Prior):
+			return nil, nil
+		case r.Undo.Digest != "" && Digest(cur.Object) != r.Undo.Digest:
+			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "its labels, annotations or spec changed since this plan wrote it"}
+		case r.Undo.UID != "" && string(cur.GetUID()) != r.Undo.UID:
+			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "it was deleted and made again since this plan wrote it"}
+		}
 		if !r.Undo.Existed {
-			if cur == nil {
-				return nil, nil
-			}
 			if cur.GetLabels()[plan.LabelPlanID] != r.PlanID {
 				return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: fmt.Sprintf("it no longer carries %s=%s: someone replaced the object this plan created", plan.LabelPlanID, r.PlanID)}
 			}
@@ -204,6 +261,9 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 			e.logf(ns, "rollback: deleted %s (created by plan %s)%s", r.Target, r.PlanID, e.dryNote())
 			return nil, nil
 		}
+		// Nobody else changed it since: applying the prior content back
+		// sets what the plan changed to its prior value and drops the
+		// fields only the plan added.
 		if _, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior); err != nil {
 			return nil, fmt.Errorf("restore %s: %w", r.Target, err)
 		}
