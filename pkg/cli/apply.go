@@ -21,7 +21,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
@@ -94,26 +93,22 @@ func (f *ExecFlags) dry() bool { return f.DryRun != phases.DryRunNone }
 
 // newExecutor builds the executor for the cluster the kubectl flags name.
 func newExecutor(configFlags *genericclioptions.ConfigFlags, out io.Writer, f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
-	cfg, err := restConfig(configFlags)
+	reader, err := newReader(configFlags)
 	if err != nil {
 		return nil, err
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
+	cfg, err := restConfig(configFlags)
 	if err != nil {
-		return nil, fmt.Errorf("build the Kubernetes client: %w", err)
+		return nil, err
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("build the dynamic client: %w", err)
 	}
-	reader, err := newReader(configFlags)
-	if err != nil {
-		return nil, err
-	}
 	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
 	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, phases.DefaultLeaseDuration, identity()
 	return &phases.Executor{
-		Cluster:  &phases.Cluster{Kube: kube, Dynamic: dyn, DryRun: f.DryRun},
+		Cluster:  &phases.Cluster{Kube: reader.Kube, Dynamic: dyn, DryRun: f.DryRun},
 		Observer: &clusterObserver{reader: reader, traffic: f.Traffic, configFlags: configFlags},
 		Out:      out, Now: time.Now, Options: opts,
 	}, nil

@@ -303,12 +303,7 @@ func TestRollbackRestoresAndRefusesToClobber(t *testing.T) {
 	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio.io/rev": "1-30", "team": "shop"}))
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := onePlan(t, obs)
-	var out bytes.Buffer
-	ex := newExecutor(c, obs, &out)
-	pv, _ := ex.Prepare(context.Background(), p)
-	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
-		t.Fatal(err)
-	}
+	out := applyOnce(t, c, obs, p)
 
 	// Someone relabels the namespace since: rollback stops at it, after
 	// undoing the newer PeerAuthentication.
@@ -318,7 +313,7 @@ func TestRollbackRestoresAndRefusesToClobber(t *testing.T) {
 	if _, err := nsRes.Update(context.Background(), ns, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newExecutor(c, obs, &out).Rollback(context.Background(), "shop", "")
+	_, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", "")
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || !strings.Contains(err.Error(), `label istio-injection is now "disabled", not the "enabled" this plan set`) {
 		t.Fatalf("rollback over a changed label: %v", err)
@@ -344,7 +339,7 @@ func TestRollbackRestoresAndRefusesToClobber(t *testing.T) {
 	if _, err := nsRes.Update(context.Background(), ns, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newExecutor(c, obs, &out).Rollback(context.Background(), "shop", ""); err != nil {
+	if _, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", ""); err != nil {
 		t.Fatal(err)
 	}
 	ns, _ = nsRes.Get(context.Background(), "shop", metav1.GetOptions{})
@@ -384,12 +379,7 @@ func TestApplyAddsTheNewInjectionLabelBeforeRemovingTheOld(t *testing.T) {
 	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio.io/rev": "1-30"}))
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := onePlan(t, obs)
-	var out bytes.Buffer
-	ex := newExecutor(c, obs, &out)
-	pv, _ := ex.Prepare(context.Background(), p)
-	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
-		t.Fatal(err)
-	}
+	applyOnce(t, c, obs, p)
 	var order []types.PatchType
 	for _, a := range dyn.Actions() {
 		if pa, ok := a.(k8stesting.PatchAction); ok && a.GetResource().Resource == "namespaces" {
@@ -418,12 +408,7 @@ func TestApplyMarksEveryRestartDone(t *testing.T) {
 	for _, w := range []string{"web", "cart", "api"} {
 		inject.Steps = append(inject.Steps, plan.Step{Action: plan.ActionRestartWorkload, Target: "Deployment/" + w, Status: plan.StatusPending})
 	}
-	var out bytes.Buffer
-	ex := newExecutor(c, obs, &out)
-	pv, _ := ex.Prepare(context.Background(), p)
-	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
-		t.Fatal(err)
-	}
+	applyOnce(t, c, obs, p)
 	cp, _ := c.LoadCheckpoint(context.Background(), "shop")
 	restarts := 0
 	for _, r := range cp.Records {
@@ -447,12 +432,7 @@ func TestRollbackRefusesAnObjectChangedSince(t *testing.T) {
 	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio.io/rev": "1-30"}))
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := onePlan(t, obs)
-	var out bytes.Buffer
-	ex := newExecutor(c, obs, &out)
-	pv, _ := ex.Prepare(context.Background(), p)
-	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
-		t.Fatal(err)
-	}
+	out := applyOnce(t, c, obs, p)
 	// The team takes the policy over and makes it STRICT by hand.
 	paRes := dyn.Resource(schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}).Namespace("shop")
 	pa, _ := paRes.Get(context.Background(), "default", metav1.GetOptions{})
@@ -460,7 +440,7 @@ func TestRollbackRefusesAnObjectChangedSince(t *testing.T) {
 	if _, err := paRes.Update(context.Background(), pa, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newExecutor(c, obs, &out).Rollback(context.Background(), "shop", plan.PhaseInject)
+	_, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", plan.PhaseInject)
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || !strings.Contains(err.Error(), "PeerAuthentication/default: its labels, annotations or spec changed since this plan wrote it") {
 		t.Fatalf("rollback over a changed policy: %v", err)
@@ -516,4 +496,19 @@ func TestStrictVerifiesAgainWhenTheGatePassedInAnEarlierRun(t *testing.T) {
 	if w := writes(dyn); len(w) != 0 {
 		t.Errorf("STRICT went on over a failed gate: %v", w)
 	}
+}
+
+// applyOnce prepares and runs p, failing the test on an error.
+func applyOnce(t *testing.T, c *Cluster, obs *fakeObserver, p *plan.Plan) *bytes.Buffer {
+	t.Helper()
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	pv, err := ex.Prepare(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
+		t.Fatal(err)
+	}
+	return &out
 }
