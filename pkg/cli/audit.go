@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/labels"
@@ -137,17 +136,7 @@ func resolveScope(cmd *cobra.Command, configFlags *genericclioptions.ConfigFlags
 	if all {
 		return scope, nil
 	}
-	nsFlag := ""
-	if f := cmd.Flags().Lookup("namespace"); f != nil && f.Changed {
-		nsFlag = f.Value.String()
-	}
-	if nsFlag != "" {
-		for _, ns := range strings.Split(nsFlag, ",") {
-			if ns = strings.TrimSpace(ns); ns != "" {
-				scope.Namespaces = append(scope.Namespaces, ns)
-			}
-		}
-	} else if selector == "" {
+	if scope.Namespaces = namespacesFlag(cmd); len(scope.Namespaces) == 0 && selector == "" {
 		ns, _, err := configFlags.ToRawKubeConfigLoader().Namespace()
 		if err != nil {
 			return scope, fmt.Errorf("resolve the current namespace from the kubeconfig: %w", err)

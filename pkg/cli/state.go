@@ -165,18 +165,9 @@ func newCmdStatus(configFlags *genericclioptions.ConfigFlags, streams genericioo
 
 // Complete resolves the namespaces as kubectl does.
 func (o *StatusOptions) Complete(cmd *cobra.Command) error {
-	if o.AllNamespaces {
-		return nil
-	}
-	o.namespaces = namespacesFlag(cmd)
-	if len(o.namespaces) == 0 {
-		ns, _, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
-		if err != nil {
-			return fmt.Errorf("resolve the current namespace from the kubeconfig: %w", err)
-		}
-		o.namespaces = []string{ns}
-	}
-	return nil
+	scope, err := resolveScope(cmd, o.configFlags, o.AllNamespaces, "")
+	o.namespaces = scope.Namespaces
+	return err
 }
 
 // Validate rejects bad input.

@@ -273,8 +273,7 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 // first wave-phase where a gate did not pass or a step is blocked.
 func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outcome, error) {
 	out := &Outcome{}
-	dry := e.Options.DryRun != "" && e.Options.DryRun != DryRunNone
-	if !dry {
+	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 		locks, err := e.Cluster.AcquireAll(runCtx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
@@ -399,9 +398,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		return e.finishPhase(ctx, ns, rec, StateSkipped, "the plan has it "+ph.Status+": "+ph.Reason, nil)
 	case plan.StatusBlocked:
 		reason := "blocked in the plan: " + ph.Reason
-		e.logf(ns, "%s: STOP: %s", phase, reason)
-		out.stop(Stop{Namespace: ns, Phase: phase, Reason: reason})
-		return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
+		return e.stopPhase(ctx, ns, rec, reason, out)
 	}
 	if phase == plan.PhaseStrict && !strictStepsDone(cp, p.ID, ph) {
 		g, err := e.verifyAgain(ctx, p, pn)
@@ -415,9 +412,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 	if phase == plan.PhaseVerify {
 		if waiting := e.unmeshedCallers(p, pn); len(waiting) > 0 {
 			reason := "wave order: " + strings.Join(waiting, ", ") + " call this namespace in plaintext and are not meshed yet: apply their inject phase first"
-			e.logf(ns, "%s: STOP: %s", phase, reason)
-			out.stop(Stop{Namespace: ns, Phase: phase, Reason: reason})
-			return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
+			return e.stopPhase(ctx, ns, rec, reason, out)
 		}
 	}
 	if !e.dry() {
@@ -445,9 +440,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 			continue
 		case st.Status == plan.StatusBlocked:
 			reason := fmt.Sprintf("%s %s is blocked: %s", st.Action, st.Target, st.Reason)
-			e.logf(ns, "%s: STOP: %s", phase, reason)
-			out.stop(Stop{Namespace: ns, Phase: phase, Reason: reason})
-			return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
+			return e.stopPhase(ctx, ns, rec, reason, out)
 		case st.Action == plan.ActionReport:
 			e.logf(ns, "%s: note: %s: %s", phase, st.Target, st.Reason)
 			continue
@@ -598,9 +591,15 @@ func (e *Executor) stopOnTimeout(ctx context.Context, ns string, rec *PhaseRecor
 	if !errors.As(err, &te) {
 		return err
 	}
-	e.logf(ns, "%s: STOP: %s", rec.Name, te.msg)
-	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: te.msg})
-	return e.finishPhase(ctx, ns, rec, StateStopped, te.msg, nil)
+	return e.stopPhase(ctx, ns, rec, te.msg, out)
+}
+
+// stopPhase ends the run's work on ns at this phase: said, recorded in
+// the outcome (exit 2) and in the checkpoint, for a later run to resume.
+func (e *Executor) stopPhase(ctx context.Context, ns string, rec *PhaseRecord, reason string, out *Outcome) error {
+	e.logf(ns, "%s: STOP: %s", rec.Name, reason)
+	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: reason})
+	return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
 }
 
 // unmeshedCallers lists the namespaces that call pn in plaintext and whose

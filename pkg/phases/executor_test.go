@@ -223,15 +223,7 @@ func TestApplyResumesAStartedStepKeepingItsPriorState(t *testing.T) {
 	if err := c.SaveCheckpoint(context.Background(), cp, "crashed run", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	ex := newExecutor(c, obs, &out)
-	pv, err := ex.Prepare(context.Background(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
-		t.Fatal(err)
-	}
+	applyOnce(t, c, obs, p)
 	got, _ := c.LoadCheckpoint(context.Background(), "shop")
 	var labelRecords []Record
 	for _, r := range got.Records {
@@ -511,4 +503,36 @@ func applyOnce(t *testing.T, c *Cluster, obs *fakeObserver, p *plan.Plan) *bytes
 		t.Fatal(err)
 	}
 	return &out
+}
+
+func TestApplyPutsTheAllowsBeforeTheAllowNothing(t *testing.T) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio-injection": "enabled"}))
+	obs := &fakeObserver{report: shopReport("STRICT", "namespace")}
+	p := onePlan(t, obs)
+	ap := func(name string, spec map[string]any) map[string]any {
+		return map[string]any{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+			"metadata": map[string]any{"name": name, "namespace": "shop"}, "spec": spec}
+	}
+	ns := &p.Namespaces[0]
+	ns.Phases = []plan.Phase{
+		{Name: plan.PhaseInject, Status: plan.StatusDone}, {Name: plan.PhasePermissive, Status: plan.StatusDone},
+		{Name: plan.PhaseVerify, Status: plan.StatusDone}, {Name: plan.PhaseStrict, Status: plan.StatusDone},
+		{Name: plan.PhaseAuthz, Status: plan.StatusPending, Steps: []plan.Step{
+			{Action: plan.ActionApply, Target: "AuthorizationPolicy/meshmigrate-allow-web", Status: plan.StatusPending,
+				Object: ap("meshmigrate-allow-web", map[string]any{"action": "ALLOW"})},
+			{Action: plan.ActionApply, Target: "AuthorizationPolicy/meshmigrate-allow-cart", Status: plan.StatusPending,
+				Object: ap("meshmigrate-allow-cart", map[string]any{"action": "ALLOW"})},
+			{Action: plan.ActionApply, Target: "AuthorizationPolicy/meshmigrate-allow-nothing", Status: plan.StatusPending,
+				Object: ap("meshmigrate-allow-nothing", map[string]any{})},
+		}}}
+	applyOnce(t, c, obs, p)
+	var order []string
+	for _, a := range dyn.Actions() {
+		if pa, ok := a.(k8stesting.PatchAction); ok && a.GetResource().Resource == "authorizationpolicies" {
+			order = append(order, pa.GetName())
+		}
+	}
+	if strings.Join(order, ",") != "meshmigrate-allow-web,meshmigrate-allow-cart,meshmigrate-allow-nothing" {
+		t.Errorf("AuthorizationPolicies written in the order %v: the allow-nothing must come after every ALLOW", order)
+	}
 }

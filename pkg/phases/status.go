@@ -6,7 +6,6 @@ import (
 	"sort"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -51,22 +50,18 @@ func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
 }
 
 // Status reads the namespaces' checkpoints and locks; with all, every
-// namespace holding a checkpoint, listed in pages (each checkpoint read
-// once, from the list).
+// namespace holding a checkpoint. With all, checkpoints and locks are each
+// listed once, by label, in pages; with named namespaces each is read by
+// name.
 func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]NamespaceStatus, error) {
 	cps := map[string]*Checkpoint{}
+	locks := map[string]*LockInfo{}
 	if all {
 		namespaces = nil
-		opts := metav1.ListOptions{LabelSelector: plan.LabelManagedBy + "=" + plan.ManagedBy + "," + LabelComponent + "=checkpoint", Limit: 250}
-		for {
-			var list *corev1.ConfigMapList
-			err := onTransient(ctx, func() error {
-				var err error
-				list, err = c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
-				return err
-			})
+		err := paged(ctx, LabelComponent+"=checkpoint", func(opts metav1.ListOptions) (string, error) {
+			list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
 			if err != nil {
-				return nil, fmt.Errorf("list checkpoints: %w", err)
+				return "", fmt.Errorf("list checkpoints: %w", err)
 			}
 			for _, cm := range list.Items {
 				if cm.Name != CheckpointName {
@@ -74,23 +69,38 @@ func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]
 				}
 				cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey])
 				if err != nil {
-					return nil, err
+					return "", err
 				}
 				cp.resourceVersion, cp.stored = cm.ResourceVersion, true
 				cps[cm.Namespace] = cp
 				namespaces = append(namespaces, cm.Namespace)
 			}
-			if list.Continue == "" {
-				break
-			}
-			opts.Continue = list.Continue
+			return list.Continue, nil
+		})
+		if err == nil {
+			err = paged(ctx, LabelComponent+"=lock", func(opts metav1.ListOptions) (string, error) {
+				list, err := c.Kube.CoordinationV1().Leases("").List(ctx, opts)
+				if err != nil {
+					return "", fmt.Errorf("list locks: %w", err)
+				}
+				for i := range list.Items {
+					if l := &list.Items[i]; l.Name == LeaseName {
+						in := leaseInfo(l)
+						locks[l.Namespace] = &in
+					}
+				}
+				return list.Continue, nil
+			})
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	sort.Strings(namespaces)
 	var out []NamespaceStatus
 	for _, ns := range namespaces {
-		cp, ok := cps[ns]
-		if !ok {
+		cp, lock := cps[ns], locks[ns]
+		if !all {
 			if _, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
 				return nil, fmt.Errorf("namespace %s: %w", ns, err)
 			}
@@ -98,12 +108,29 @@ func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]
 			if cp, err = c.LoadCheckpoint(ctx, ns); err != nil {
 				return nil, err
 			}
-		}
-		lock, err := c.LockState(ctx, ns)
-		if err != nil {
-			return nil, err
+			if lock, err = c.LockState(ctx, ns); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, StatusOf(cp, lock))
 	}
 	return out, nil
+}
+
+// paged lists the tool's objects with label selector sel (and the
+// managed-by label), a page at a time; page returns the continue token.
+func paged(ctx context.Context, sel string, page func(metav1.ListOptions) (string, error)) error {
+	opts := metav1.ListOptions{LabelSelector: plan.LabelManagedBy + "=" + plan.ManagedBy + "," + sel, Limit: 250}
+	for {
+		var next string
+		err := onTransient(ctx, func() error {
+			var err error
+			next, err = page(opts)
+			return err
+		})
+		if err != nil || next == "" {
+			return err
+		}
+		opts.Continue = next
+	}
 }
