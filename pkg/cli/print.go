@@ -14,6 +14,7 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 )
 
@@ -99,22 +100,37 @@ func (t *table) Render() error {
 	return nil
 }
 
-func printReport(w io.Writer, r *audit.Report, format string, color bool) error {
+// printObject writes v, a pointer, as indented JSON or as YAML: the one
+// encoder of every -o json|yaml output (the plan file has its own, in
+// pkg/plan). Empty lists print as [] and empty maps as {}, never null
+// (schema/ holds each output's JSON Schema).
+func printObject(w io.Writer, v any, format string) error {
+	nonnil.Fill(v)
+	var (
+		b   []byte
+		err error
+	)
 	switch format {
 	case "json":
-		b, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return fmt.Errorf("encode the report as JSON: %w", err)
+		if b, err = json.MarshalIndent(v, "", "  "); err == nil {
+			b = append(b, '\n')
 		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
 	case "yaml":
-		b, err := yaml.Marshal(r)
-		if err != nil {
-			return fmt.Errorf("encode the report as YAML: %w", err)
-		}
-		_, err = w.Write(b)
-		return err
+		b, err = yaml.Marshal(v)
+	default:
+		return fmt.Errorf("unknown output format %q", format)
+	}
+	if err != nil {
+		return fmt.Errorf("encode the output as %s: %w", format, err)
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func printReport(w io.Writer, r *audit.Report, format string, color bool) error {
+	switch format {
+	case "json", "yaml":
+		return printObject(w, r, format)
 	default:
 		return printTables(w, r, format == "wide", color)
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -190,21 +188,8 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	switch o.Output {
-	case "json":
-		b, err := json.MarshalIndent(sts, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(o.Out, string(b))
-		return nil
-	case "yaml":
-		b, err := yaml.Marshal(sts)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(o.Out, string(b))
-		return nil
+	if o.Output != "table" {
+		return printObject(o.Out, &sts, o.Output)
 	}
 	if len(sts) == 0 {
 		fmt.Fprintln(o.ErrOut, "No migration checkpoints found.")

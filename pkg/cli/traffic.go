@@ -11,7 +11,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
@@ -164,10 +163,5 @@ func (o *TrafficExportOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.ErrOut, "Wrote %d edges over %s to %s\n", len(g.Edges), g.Describe(), o.Output)
 		return nil
 	}
-	b, err := yaml.Marshal(g)
-	if err != nil {
-		return err
-	}
-	_, err = o.Out.Write(b)
-	return err
+	return printObject(o.Out, g, "yaml")
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -115,11 +114,9 @@ func (o *VerifyOptions) Run(ctx context.Context, scope cluster.Scope) error {
 		return errors.New("no namespace to verify: the scope matched none, or only namespaces Istio never injects (check -n, -l or -A)")
 	}
 	if o.Output == "json" {
-		b, err := json.MarshalIndent(results, "", "  ")
-		if err != nil {
+		if err := printObject(o.Out, &results, "json"); err != nil {
 			return err
 		}
-		fmt.Fprintln(o.Out, string(b))
 	} else {
 		var rows [][]string
 		for _, r := range results {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime"
 
@@ -40,9 +39,7 @@ func NewCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 				_, err := fmt.Fprintf(streams.Out, "kubectl-meshmigrate %s (commit %s, built %s, %s, %s)\n", info.Version, info.Commit, info.Date, info.GoVersion, info.Platform)
 				return err
 			case "json":
-				enc := json.NewEncoder(streams.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(info)
+				return printObject(streams.Out, &info, "json")
 			default:
 				return fmt.Errorf("unknown output format %q: use json or leave -o out", output)
 			}

@@ -10,12 +10,18 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
 )
 
 // seal computes the plan's hash over its content (everything but ID, Hash
 // and CreatedAt, so planning the same state twice gives the same plan) and
-// derives the ID from it.
+// derives the ID from it. Empty lists are made [] first, so the file never
+// holds a null list and the hash covers what is written. A file from an
+// earlier version that holds null still loads: it decodes to nil and
+// encodes to null again, as when it was hashed.
 func (p *Plan) seal() error {
+	nonnil.Fill(p)
 	h, err := p.contentHash()
 	if err != nil {
 		return err

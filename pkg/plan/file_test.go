@@ -2,6 +2,8 @@ package plan_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -206,6 +208,30 @@ func TestFileRoundTrip(t *testing.T) {
 	l, err := plan.Load(path)
 	if err != nil || l.Hash != p.Hash {
 		t.Fatalf("Load: %v", err)
+	}
+}
+
+// A plan file written before empty lists were filled, with a null list or
+// map in it, still loads: filling happens when a plan is made, the hash
+// stays over the content as written.
+func TestParseAcceptsTheNullsOfEarlierFiles(t *testing.T) {
+	s, g := richEstate()
+	p := build(t, s, g, plan.Options{})
+	p.Mesh.Fingerprint.Items = nil
+	p.Waves[0].Namespaces = nil
+	// Sealed as the earlier version did: the hash over the content, id,
+	// hash and createdAt left out.
+	c := *p
+	c.ID, c.Hash, c.CreatedAt = "", "", time.Time{}
+	sum := sha256.Sum256(mustJSON(t, &c))
+	p.Hash = "sha256:" + hex.EncodeToString(sum[:])
+	p.ID = "mp-" + p.Hash[len("sha256:"):len("sha256:")+12]
+	raw := mustJSON(t, p)
+	if !bytes.Contains(raw, []byte(`"items":null`)) || !bytes.Contains(raw, []byte(`"namespaces":null`)) {
+		t.Fatalf("the file holds no null to test: %s", raw)
+	}
+	if _, err := plan.Parse(raw); err != nil {
+		t.Errorf("a plan file with null lists no longer loads: %v", err)
 	}
 }
 

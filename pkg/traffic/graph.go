@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
 )
 
 // The graph file's schema identity (docs/traffic.md).
@@ -113,6 +115,7 @@ func (g *Graph) sort() {
 
 // Save writes the graph as YAML (or JSON when path ends in .json).
 func (g *Graph) Save(path string) error {
+	nonnil.Fill(g)
 	var (
 		b   []byte
 		err error
