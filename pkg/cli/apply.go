@@ -91,27 +91,41 @@ func (f *ExecFlags) Validate() error {
 
 func (f *ExecFlags) dry() bool { return f.DryRun != phases.DryRunNone }
 
-// newExecutor builds the executor for the cluster the kubectl flags name.
-func newExecutor(configFlags *genericclioptions.ConfigFlags, out io.Writer, f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
-	reader, err := newReader(configFlags)
+// connector reaches the cluster the executor works on: its clients, and
+// the observer its gates read. Tests hand in fakes.
+type connector func(f *ExecFlags) (*phases.Cluster, phases.Observer, error)
+
+// connectTo reaches the cluster the kubectl flags name.
+func connectTo(configFlags *genericclioptions.ConfigFlags) connector {
+	return func(f *ExecFlags) (*phases.Cluster, phases.Observer, error) {
+		reader, err := newReader(configFlags)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg, err := restConfig(configFlags)
+		if err != nil {
+			return nil, nil, err
+		}
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return nil, nil, fmt.Errorf("build the dynamic client: %w", err)
+		}
+		return &phases.Cluster{Kube: reader.Kube, Dynamic: dyn},
+			&clusterObserver{reader: reader, traffic: f.Traffic, configFlags: configFlags}, nil
+	}
+}
+
+// newExecutor builds the executor over the connected cluster; out gets
+// its progress.
+func newExecutor(connect connector, out io.Writer, f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
+	c, obs, err := connect(f)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := restConfig(configFlags)
-	if err != nil {
-		return nil, err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("build the dynamic client: %w", err)
-	}
+	c.DryRun = f.DryRun
 	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
 	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, phases.DefaultLeaseDuration, identity()
-	return &phases.Executor{
-		Cluster:  &phases.Cluster{Kube: reader.Kube, Dynamic: dyn, DryRun: f.DryRun},
-		Observer: &clusterObserver{reader: reader, traffic: f.Traffic, configFlags: configFlags},
-		Out:      out, Now: time.Now, Options: opts,
-	}, nil
+	return &phases.Executor{Cluster: c, Observer: obs, Out: out, Now: time.Now, Options: opts}, nil
 }
 
 // identity names this run in locks and checkpoints: who, where, which
@@ -176,21 +190,53 @@ type ApplyOptions struct {
 
 	Filename       string
 	Phase, Through string
+	Output         string
 	Exec           ExecFlags
 
 	namespaces []string
 	plan       *plan.Plan
+	connect    connector
 }
 
 // NewApplyOptions returns options with their defaults.
 func NewApplyOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *ApplyOptions {
-	return &ApplyOptions{configFlags: configFlags, IOStreams: streams}
+	return &ApplyOptions{configFlags: configFlags, IOStreams: streams, connect: connectTo(configFlags)}
 }
 
-func newCmdApply(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+// ApplySummary is what `apply -o json` prints when a run ends done or
+// stopped (schema/applysummary.json, docs/apply.md).
+type ApplySummary struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	PlanID     string `json:"planID"`
+	DryRun     string `json:"dryRun"`
+	// Namespaces and Phases are what the run took, Resuming the
+	// namespaces a run of this plan had already started.
+	Namespaces []string `json:"namespaces"`
+	Phases     []string `json:"phases"`
+	Resuming   []string `json:"resuming"`
+	// Result is done, stopped (see Stops; exit 2) or dry-run.
+	Result string `json:"result"`
+	// Changes made, or in a dry run the changes that would be made.
+	Changes int           `json:"changes"`
+	Stops   []phases.Stop `json:"stops"`
+}
+
+// The summary's identity; apiVersion is the plan's.
+const (
+	applySummaryKind = "ApplySummary"
+	resultDone       = "done"
+	resultStopped    = "stopped"
+	resultDryRun     = "dry-run"
+)
+
+func newCmdApply(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, connect connector) *cobra.Command {
 	o := NewApplyOptions(configFlags, streams)
+	if connect != nil {
+		o.connect = connect
+	}
 	cmd := &cobra.Command{
-		Use:   "apply -f PLAN [--phase P | --through P] [-n NS[,NS...]] [--dry-run=none|client|server] [--yes]",
+		Use:   "apply -f PLAN [--phase P | --through P] [-n NS[,NS...]] [--dry-run=none|client|server] [--yes] [-o json]",
 		Short: "Execute a plan: phases in wave order, gates between them, checkpoints in the cluster",
 		Long: `Apply executes a MigrationPlan made by "kubectl meshmigrate plan".
 
@@ -209,7 +255,10 @@ in the ConfigMap meshmigrate-checkpoint of its namespace before it is made.
 A Lease (meshmigrate-lock) keeps two runs off one namespace.
 
 Interrupted (Ctrl-C, a crash, a failed gate)? Run the same command again: it
-resumes from the checkpoint and repeats no completed step.`,
+resumes from the checkpoint and repeats no completed step.
+
+-o json prints an ApplySummary on stdout when the run ends done or stopped
+(exit 0 or 2), and the progress on stderr.`,
 		Example: applyExample,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -225,6 +274,8 @@ resumes from the checkpoint and repeats no completed step.`,
 	cmd.Flags().StringVarP(&o.Filename, "filename", "f", "", "The plan file (from kubectl meshmigrate plan -o yaml)")
 	cmd.Flags().StringVar(&o.Phase, "phase", "", "Run only this phase (inject, permissive, verify, strict, authz); the ones before it must be done")
 	cmd.Flags().StringVar(&o.Through, "through", "", "Run the phases up to and including this one")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "json: print a summary (ApplySummary) on stdout when the run ends, the progress on stderr")
+	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("json"))
 	o.Exec.AddFlags(cmd.Flags(), true)
 	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("through", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
@@ -264,6 +315,9 @@ func namespacesFlag(cmd *cobra.Command) []string {
 
 // Validate rejects bad input before anything is read.
 func (o *ApplyOptions) Validate() error {
+	if o.Output != "" && o.Output != "json" {
+		return fmt.Errorf("unknown output format %q: use json or leave -o out", o.Output)
+	}
 	if o.Phase != "" && o.Through != "" {
 		return errors.New("--phase and --through exclude each other: pick one")
 	}
@@ -279,7 +333,13 @@ func isPhase(p string) bool { return slices.Contains(plan.Phases, p) }
 
 // Run checks the plan against the cluster, asks for confirmation and runs it.
 func (o *ApplyOptions) Run(ctx context.Context) error {
-	ex, err := newExecutor(o.configFlags, o.Out, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: o.Phase, Through: o.Through})
+	// With -o json stdout holds the summary alone; what a person reads
+	// goes to stderr.
+	log := o.Out
+	if o.Output == "json" {
+		log = o.ErrOut
+	}
+	ex, err := newExecutor(o.connect, log, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: o.Phase, Through: o.Through})
 	if err != nil {
 		return err
 	}
@@ -291,12 +351,12 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(o.Out, "Plan %s: %d changes to make in %s (phases %s)\n", o.plan.ID, pv.Pending, strings.Join(pv.Namespaces, ", "), strings.Join(pv.Phases, ", "))
+	fmt.Fprintf(log, "Plan %s: %d changes to make in %s (phases %s)\n", o.plan.ID, pv.Pending, strings.Join(pv.Namespaces, ", "), strings.Join(pv.Phases, ", "))
 	if len(pv.Resuming) > 0 {
-		fmt.Fprintf(o.Out, "Resuming from the checkpoint in %s\n", strings.Join(pv.Resuming, ", "))
+		fmt.Fprintf(log, "Resuming from the checkpoint in %s\n", strings.Join(pv.Resuming, ", "))
 	}
 	if !o.Exec.dry() {
-		if err := confirm(ctx, o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Apply plan %s to %s", o.plan.ID, strings.Join(pv.Namespaces, ", "))); err != nil {
+		if err := confirm(ctx, o.In, log, o.Exec.Yes, fmt.Sprintf("Apply plan %s to %s", o.plan.ID, strings.Join(pv.Namespaces, ", "))); err != nil {
 			return err
 		}
 	}
@@ -314,19 +374,32 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w\nthe checkpoint records every change made so far: fix the cause and run the same command again to resume, or roll back", err)
 	}
-	if len(out.Stops) > 0 {
-		fmt.Fprintf(o.Out, "Stopped (%d changes made):\n", out.Changes)
-		for _, s := range out.Stops {
-			fmt.Fprintf(o.Out, "  %s %s: %s\n", s.Namespace, s.Phase, s.Reason)
+	if o.Output == "json" {
+		s := ApplySummary{APIVersion: plan.APIVersion, Kind: applySummaryKind, PlanID: o.plan.ID, DryRun: o.Exec.DryRun,
+			Namespaces: pv.Namespaces, Phases: pv.Phases, Resuming: pv.Resuming, Result: resultDone, Changes: out.Changes, Stops: out.Stops}
+		switch {
+		case len(out.Stops) > 0:
+			s.Result = resultStopped
+		case o.Exec.dry():
+			s.Result = resultDryRun
 		}
-		fmt.Fprintln(o.Out, "Run the same command again to resume once the cause is gone.")
+		if err := printObject(o.Out, &s, "json"); err != nil {
+			return err
+		}
+	}
+	if len(out.Stops) > 0 {
+		fmt.Fprintf(log, "Stopped (%d changes made):\n", out.Changes)
+		for _, s := range out.Stops {
+			fmt.Fprintf(log, "  %s %s: %s\n", s.Namespace, s.Phase, s.Reason)
+		}
+		fmt.Fprintln(log, "Run the same command again to resume once the cause is gone.")
 		return errNeedsAttention
 	}
 	if o.Exec.dry() {
-		fmt.Fprintf(o.Out, "Dry run (%s): %d changes would be made; nothing was changed\n", o.Exec.DryRun, out.Changes)
+		fmt.Fprintf(log, "Dry run (%s): %d changes would be made; nothing was changed\n", o.Exec.DryRun, out.Changes)
 		return nil
 	}
-	fmt.Fprintf(o.Out, "Done: %d changes made\n", out.Changes)
+	fmt.Fprintf(log, "Done: %d changes made\n", out.Changes)
 	return nil
 }
 

@@ -104,7 +104,7 @@ func runAgainst(t *testing.T, kubeconfig string, r *fakeReader, args ...string) 
 	if r != nil {
 		reader = r
 	}
-	cmd := newRootCommand(streams, reader)
+	cmd := newRootCommand(streams, reader, nil)
 	cmd.SetArgs(append(args, "--kubeconfig", kubeconfig))
 	cmd.SetContext(context.Background())
 	code = ExitCode(cmd.Execute(), &errOut)
@@ -158,6 +158,7 @@ func TestExecCommandsRejectBadInput(t *testing.T) {
 		{[]string{"apply", "-f", planFile, "--through", "done"}, `unknown phase "done"`},
 		{[]string{"apply", "-f", planFile, "--phase", "strict", "--through", "authz"}, "--phase and --through exclude each other: pick one"},
 		{[]string{"apply", "-f", planFile, "--dry-run=maybe"}, `--dry-run="maybe": want none, client or server`},
+		{[]string{"apply", "-f", planFile, "-o", "yaml"}, `unknown output format "yaml": use json or leave -o out`},
 		{[]string{"apply", "-f", planFile, "--concurrency", "0"}, "--concurrency must be at least 1, got 0"},
 		{[]string{"apply", "-f", planFile, "--timeout", "0s"}, "--timeout must be positive"},
 		{[]string{"apply", "-f", planFile, "--wait-for-lock=-1s"}, "--wait-for-lock must not be negative"},

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,8 +13,16 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
-	"github.com/meshmigrate/kubectl-meshmigrate/schema"
+	contract "github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 // checkContract fails unless out, an output as printed (JSON or YAML),
@@ -20,14 +30,14 @@ import (
 // names ("*" stands for one segment): a list prints as [], a map as {}.
 func checkContract(t *testing.T, name, out string, allowNull ...string) {
 	t.Helper()
-	if err := schema.Validate(name, []byte(out)); err != nil {
+	if err := contract.Validate(name, []byte(out)); err != nil {
 		t.Errorf("%v\noutput:\n%s", err, out)
 	}
-	v, err := schema.Decode([]byte(out))
+	v, err := contract.Decode([]byte(out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range schema.Nulls(v) {
+	for _, p := range contract.Nulls(v) {
 		if !matchesAny(p, allowNull) {
 			t.Errorf("%s: null at %s: an empty list prints as [] and an empty map as {}, never null", name, p)
 		}
@@ -65,7 +75,7 @@ func TestAuditOutputsMatchTheSchema(t *testing.T) {
 		if code == ExitError {
 			t.Fatalf("%v: exit %d: %s", args, code, stderr)
 		}
-		checkContract(t, schema.AuditReport, out)
+		checkContract(t, contract.AuditReport, out)
 	}
 }
 
@@ -100,7 +110,7 @@ func TestPlanOutputsMatchTheSchema(t *testing.T) {
 		if code == ExitError {
 			t.Fatalf("%v: exit %d: %s", args, code, stderr)
 		}
-		checkContract(t, schema.MigrationPlan, out)
+		checkContract(t, contract.MigrationPlan, out)
 	}
 }
 
@@ -110,7 +120,7 @@ func TestVersionOutputMatchesTheSchema(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	checkContract(t, schema.Version, out)
+	checkContract(t, contract.Version, out)
 }
 
 // fakePrometheus serves the Prometheus API the traffic reader uses: one
@@ -145,7 +155,7 @@ func TestTrafficExportMatchesTheSchema(t *testing.T) {
 		if code != ExitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		checkContract(t, schema.TrafficGraph, out)
+		checkContract(t, contract.TrafficGraph, out)
 		file := filepath.Join(t.TempDir(), "traffic.json")
 		if _, stderr, code := run(t, nil, "traffic", "export", "--prometheus-url", prom, "-o", file); code != ExitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
@@ -154,7 +164,7 @@ func TestTrafficExportMatchesTheSchema(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkContract(t, schema.TrafficGraph, string(saved))
+		checkContract(t, contract.TrafficGraph, string(saved))
 	}
 }
 
@@ -164,7 +174,7 @@ func TestVerifyOutputMatchesTheSchema(t *testing.T) {
 	if code != ExitAttention {
 		t.Errorf("exit %d, want 2 (shop is called in plaintext): %s", code, stderr)
 	}
-	checkContract(t, schema.Verify, out)
+	checkContract(t, contract.Verify, out)
 	if !strings.Contains(out, `"culprits"`) {
 		t.Errorf("no culprits named:\n%s", out)
 	}
@@ -209,7 +219,7 @@ func TestStatusOutputsMatchTheSchema(t *testing.T) {
 		if code != ExitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		checkContract(t, schema.Status, out)
+		checkContract(t, contract.Status, out)
 		if strings.TrimSpace(out) != "[]" {
 			t.Errorf("-o %s without checkpoints: %q, want []", format, out)
 		}
@@ -230,9 +240,87 @@ func TestStatusOutputsMatchTheSchema(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
 		// An undo record's labels are null where the label was absent.
-		checkContract(t, schema.Status, out, "/0/checkpoint/records/*/undo/labels/*", "/0/checkpoint/records/*/undo/after/*")
+		checkContract(t, contract.Status, out, "/0/checkpoint/records/*/undo/labels/*", "/0/checkpoint/records/*/undo/after/*")
 		if !strings.Contains(out, "istio-injection") {
 			t.Errorf("-o %s does not show the checkpoint:\n%s", format, out)
+		}
+	}
+}
+
+// runApply runs `kubectl meshmigrate apply ARGS` over a fake cluster:
+// client-go's fake clientsets hold the checkpoints, the locks and the
+// namespaces and workloads of the estate, which the fake reader shows the
+// gates.
+func runApply(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	t.Setenv("NO_COLOR", "")
+	scheme := runtime.NewScheme()
+	_ = corev1.AddToScheme(scheme)
+	lists := map[schema.GroupVersionResource]string{
+		{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}:   "PeerAuthenticationList",
+		{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}: "AuthorizationPolicyList",
+		{Group: "apps", Version: "v1", Resource: "deployments"}:                        "DeploymentList",
+	}
+	var objs []runtime.Object
+	for _, ns := range estate().Namespaces {
+		objs = append(objs, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+			"metadata": map[string]any{"name": ns.Name, "labels": toAny(ns.Labels)}}})
+	}
+	for _, w := range [][2]string{{"legacy", "batch"}, {"payments", "api"}, {"shop", "web"}} {
+		objs = append(objs, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{"name": w[1], "namespace": w[0]}}})
+	}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, lists, objs...)
+	kube := kubefake.NewClientset()
+	connect := func(f *ExecFlags) (*phases.Cluster, phases.Observer, error) {
+		return &phases.Cluster{Kube: kube, Dynamic: dyn}, &clusterObserver{reader: &fakeReader{snap: estate()}, traffic: f.Traffic}, nil
+	}
+	var out, errOut bytes.Buffer
+	cmd := newRootCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, nil, connect)
+	cmd.SetArgs(append([]string{"apply"}, args...))
+	cmd.SetContext(context.Background())
+	code = ExitCode(cmd.Execute(), &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func toAny(m map[string]string) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func TestApplySummaryMatchesTheSchema(t *testing.T) {
+	planOut, _, _ := run(t, &fakeReader{snap: estate()}, "plan", "-A", "--traffic-file", trafficFile, "-o", "yaml")
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	if err := os.WriteFile(file, []byte(planOut), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		result string
+	}{
+		// Stops before the blocked steps: shop's STRICT, everyone's authz.
+		{[]string{"--dry-run=client"}, ExitAttention, "stopped"},
+		// Nothing blocked on the way: no stop, an empty list.
+		{[]string{"-n", "legacy", "--through", "permissive", "--dry-run=client"}, ExitOK, "dry-run"},
+		// A real run: takes the lock, writes the checkpoint, stops at the
+		// blocked authz phase having changed nothing.
+		{[]string{"-n", "payments", "--yes"}, ExitAttention, "stopped"},
+	} {
+		out, stderr, code := runApply(t, append([]string{"-f", file, "-o", "json"}, tc.args...)...)
+		if code != tc.code {
+			t.Errorf("%v: exit %d, want %d; stderr:\n%s", tc.args, code, tc.code, stderr)
+		}
+		checkContract(t, contract.ApplySummary, out)
+		var s ApplySummary
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatalf("%v: stdout is not the summary alone: %v\n%s", tc.args, err, out)
+		}
+		if s.Result != tc.result || !strings.Contains(stderr, "Plan "+s.PlanID) {
+			t.Errorf("%v: result %q, want %q; the progress belongs on stderr:\n%s", tc.args, s.Result, tc.result, stderr)
 		}
 	}
 }

@@ -13,12 +13,12 @@ import (
 // standard kubectl flags (--kubeconfig, --context, -n, --as, ...) come from
 // cli-runtime's ConfigFlags, shared by every subcommand.
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
-	return newRootCommand(streams, nil)
+	return newRootCommand(streams, nil, nil)
 }
 
-// newRootCommand lets tests hand in a fake cluster reader; nil reads the
-// cluster the flags point at.
-func newRootCommand(streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
+// newRootCommand lets tests hand in a fake cluster reader, and a fake
+// cluster for apply; nil reaches the cluster the flags point at.
+func newRootCommand(streams genericiooptions.IOStreams, reader snapshotReader, connect connector) *cobra.Command {
 	configFlags := genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
 		Use:   "kubectl-meshmigrate",
@@ -40,7 +40,7 @@ Follow it:            kubectl meshmigrate status -A`,
 	registerCompletions(root, configFlags)
 	root.AddCommand(newCmdAudit(configFlags, streams, reader))
 	root.AddCommand(newCmdPlan(configFlags, streams, reader))
-	root.AddCommand(newCmdApply(configFlags, streams))
+	root.AddCommand(newCmdApply(configFlags, streams, connect))
 	root.AddCommand(newCmdStatus(configFlags, streams))
 	root.AddCommand(newCmdVerify(configFlags, streams, reader))
 	root.AddCommand(newCmdRollback(configFlags, streams))

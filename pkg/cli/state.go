@@ -94,7 +94,7 @@ func (o *RollbackOptions) Validate() error {
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	ex, err := newExecutor(o.configFlags, o.Out, &o.Exec, phases.Options{})
+	ex, err := newExecutor(connectTo(o.configFlags), o.Out, &o.Exec, phases.Options{})
 	if err != nil {
 		return err
 	}
