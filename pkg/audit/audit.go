@@ -394,7 +394,7 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 		case inj.Mode == InjectionNone:
 			rd.Reason = "the namespace is not selected for injection"
 		case p.NeedRestart > 0 || p.WrongRevision > 0:
-			rd.Reason = fmt.Sprintf("%d pods need a restart to get a current sidecar", p.NeedRestart+p.WrongRevision)
+			rd.Reason = plural(p.NeedRestart+p.WrongRevision, "pod needs", "pods need") + " a restart to get a current sidecar"
 		default:
 			rd.Reason = "no injector serves the namespace's selection"
 		}

@@ -351,7 +351,7 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(log, "Plan %s: %d changes to make in %s (phases %s)\n", o.plan.ID, pv.Pending, strings.Join(pv.Namespaces, ", "), strings.Join(pv.Phases, ", "))
+	fmt.Fprintf(log, "Plan %s: %s to make in %s (phases %s)\n", o.plan.ID, count(pv.Pending, "change"), strings.Join(pv.Namespaces, ", "), strings.Join(pv.Phases, ", "))
 	if len(pv.Resuming) > 0 {
 		fmt.Fprintf(log, "Resuming from the checkpoint in %s\n", strings.Join(pv.Resuming, ", "))
 	}
@@ -388,7 +388,7 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		}
 	}
 	if len(out.Stops) > 0 {
-		fmt.Fprintf(log, "Stopped (%d changes made):\n", out.Changes)
+		fmt.Fprintf(log, "Stopped (%s made):\n", count(out.Changes, "change"))
 		for _, s := range out.Stops {
 			fmt.Fprintf(log, "  %s %s: %s\n", s.Namespace, s.Phase, s.Reason)
 		}
@@ -396,10 +396,10 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		return errNeedsAttention
 	}
 	if o.Exec.dry() {
-		fmt.Fprintf(log, "Dry run (%s): %d changes would be made; nothing was changed\n", o.Exec.DryRun, out.Changes)
+		fmt.Fprintf(log, "Dry run (%s): %s would be made; nothing was changed\n", o.Exec.DryRun, count(out.Changes, "change"))
 		return nil
 	}
-	fmt.Fprintf(log, "Done: %d changes made\n", out.Changes)
+	fmt.Fprintf(log, "Done: %s made\n", count(out.Changes, "change"))
 	return nil
 }
 

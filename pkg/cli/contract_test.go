@@ -123,9 +123,10 @@ func TestVersionOutputMatchesTheSchema(t *testing.T) {
 	checkContract(t, contract.Version, out)
 }
 
-// fakePrometheus serves the Prometheus API the traffic reader uses: one
-// plaintext and one mTLS caller of shop/web over HTTP, no TCP.
-func fakePrometheus(t *testing.T, empty bool) string {
+// fakePrometheus serves the Prometheus API the traffic reader uses: the
+// first edges of a plaintext and an mTLS caller of shop/web over HTTP, no
+// TCP.
+func fakePrometheus(t *testing.T, edges int) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -134,12 +135,14 @@ func fakePrometheus(t *testing.T, empty bool) string {
 			fmt.Fprint(w, `{"status":"success","data":{"storageRetention":"15d"}}`)
 		case "/api/v1/query":
 			_ = r.ParseForm()
-			samples := ""
-			if !empty && strings.Contains(r.Form.Get("query"), "istio_requests_total") {
-				samples = `{"metric":{"source_workload_namespace":"legacy","source_workload":"batch","source_principal":"unknown","destination_workload_namespace":"shop","destination_workload":"web","destination_service_name":"web","connection_security_policy":"none"},"value":[1767225600,"42"]},
-{"metric":{"source_workload_namespace":"payments","source_workload":"api","source_principal":"spiffe://cluster.local/ns/payments/sa/api","destination_workload_namespace":"shop","destination_workload":"web","destination_service_name":"web","connection_security_policy":"mutual_tls"},"value":[1767225600,"900"]}`
+			samples := []string{
+				`{"metric":{"source_workload_namespace":"legacy","source_workload":"batch","source_principal":"unknown","destination_workload_namespace":"shop","destination_workload":"web","destination_service_name":"web","connection_security_policy":"none"},"value":[1767225600,"42"]}`,
+				`{"metric":{"source_workload_namespace":"payments","source_workload":"api","source_principal":"spiffe://cluster.local/ns/payments/sa/api","destination_workload_namespace":"shop","destination_workload":"web","destination_service_name":"web","connection_security_policy":"mutual_tls"},"value":[1767225600,"900"]}`,
+			}[:edges]
+			if !strings.Contains(r.Form.Get("query"), "istio_requests_total") {
+				samples = nil
 			}
-			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[%s]}}`, samples)
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[%s]}}`, strings.Join(samples, ","))
 		default:
 			http.NotFound(w, r)
 		}
@@ -149,8 +152,8 @@ func fakePrometheus(t *testing.T, empty bool) string {
 }
 
 func TestTrafficExportMatchesTheSchema(t *testing.T) {
-	for _, empty := range []bool{false, true} {
-		prom := fakePrometheus(t, empty)
+	for _, edges := range []int{2, 0} {
+		prom := fakePrometheus(t, edges)
 		out, stderr, code := run(t, nil, "traffic", "export", "--prometheus-url", prom)
 		if code != ExitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
@@ -169,7 +172,7 @@ func TestTrafficExportMatchesTheSchema(t *testing.T) {
 }
 
 func TestVerifyOutputMatchesTheSchema(t *testing.T) {
-	prom := fakePrometheus(t, false)
+	prom := fakePrometheus(t, 2)
 	out, stderr, code := run(t, &fakeReader{snap: estate()}, "verify", "-A", "--prometheus-url", prom, "-o", "json")
 	if code != ExitAttention {
 		t.Errorf("exit %d, want 2 (shop is called in plaintext): %s", code, stderr)

@@ -246,7 +246,7 @@ func sortedNames(m map[string][]byte) []string {
 func printPlan(w io.Writer, p *plan.Plan, color bool) error {
 	fmt.Fprintf(w, "Plan %s for %s: target %s, authorization %s\n", p.ID, clusterName(p.Cluster), p.Options.Target, p.Options.Authz)
 	if p.Traffic != nil {
-		fmt.Fprintf(w, "Traffic: %d edges over %s since %s (%s)\n", p.Traffic.Edges, p.Traffic.Window, p.Traffic.Start.Format("2006-01-02T15:04:05Z07:00"), p.Traffic.Source)
+		fmt.Fprintf(w, "Traffic: %s over %s since %s (%s)\n", count(p.Traffic.Edges, "edge"), p.Traffic.Window, p.Traffic.Start.Format("2006-01-02T15:04:05Z07:00"), p.Traffic.Source)
 	} else {
 		fmt.Fprintln(w, "Traffic: not read; STRICT waits for the verify gate and authorization cannot be planned")
 	}
@@ -285,8 +285,8 @@ func printPlan(w io.Writer, p *plan.Plan, color bool) error {
 			fmt.Fprintf(w, "  %s: %s\n", s.Name, s.Reason)
 		}
 	}
-	fmt.Fprintf(w, "\n%d namespaces in %d waves, %d steps to apply, %d blocked. Save for review with -o yaml > plan.yaml.\n",
-		p.Summary.Namespaces, p.Summary.Waves, p.Summary.Steps, p.Summary.Blocked)
+	fmt.Fprintf(w, "\n%s in %s, %s to apply, %d blocked. Save for review with -o yaml > plan.yaml.\n",
+		count(p.Summary.Namespaces, "namespace"), count(p.Summary.Waves, "wave"), count(p.Summary.Steps, "step"), p.Summary.Blocked)
 	return nil
 }
 

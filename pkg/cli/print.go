@@ -213,7 +213,8 @@ func findingsCell(fs []audit.Finding, color bool) string {
 	return strings.Join(parts, ", ")
 }
 
-// count is "1 warning", "2 warnings"; info stays uncounted as a noun.
+// count is "1 warning", "2 warnings", as every summary line says it; a
+// lone "info" stays uncounted as a noun ("2 info").
 func count(n int, noun string) string {
 	if n != 1 && noun != "info" {
 		noun += "s"
@@ -316,10 +317,10 @@ func printTables(w io.Writer, r *audit.Report, wide, color bool) error {
 		}
 	}
 	if r.Traffic != nil {
-		fmt.Fprintf(w, "\nTraffic: %d edges over %s since %s (%s).\n", r.Traffic.Edges, r.Traffic.Window, r.Traffic.Start.UTC().Format("2006-01-02T15:04:05Z"), r.Traffic.Source)
+		fmt.Fprintf(w, "\nTraffic: %s over %s since %s (%s).\n", count(r.Traffic.Edges, "edge"), r.Traffic.Window, r.Traffic.Start.UTC().Format("2006-01-02T15:04:05Z"), r.Traffic.Source)
 	}
 	if hidden > 0 {
-		fmt.Fprintf(w, "\n%d info findings not shown: use -o wide or -o json.\n", hidden)
+		fmt.Fprintf(w, "\n%s not shown: use -o wide or -o json.\n", count(hidden, "info finding"))
 	}
 	return nil
 }

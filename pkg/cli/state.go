@@ -115,10 +115,10 @@ func (o *RollbackOptions) Run(ctx context.Context) error {
 		return err
 	}
 	if o.Exec.dry() {
-		fmt.Fprintf(o.Out, "Dry run (%s): %d changes would be undone; nothing was changed\n", o.Exec.DryRun, out.Changes)
+		fmt.Fprintf(o.Out, "Dry run (%s): %s would be undone; nothing was changed\n", o.Exec.DryRun, count(out.Changes, "change"))
 		return nil
 	}
-	fmt.Fprintf(o.Out, "Rolled back %d changes in %s\n", out.Changes, o.namespace)
+	fmt.Fprintf(o.Out, "Rolled back %s in %s\n", count(out.Changes, "change"), o.namespace)
 	return nil
 }
 

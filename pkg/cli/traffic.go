@@ -160,7 +160,7 @@ func (o *TrafficExportOptions) Run(ctx context.Context) error {
 		if err := g.Save(o.Output); err != nil {
 			return err
 		}
-		fmt.Fprintf(o.ErrOut, "Wrote %d edges over %s to %s\n", len(g.Edges), g.Describe(), o.Output)
+		fmt.Fprintf(o.ErrOut, "Wrote %s over %s to %s\n", count(len(g.Edges), "edge"), g.Describe(), o.Output)
 		return nil
 	}
 	return printObject(o.Out, g, "yaml")
