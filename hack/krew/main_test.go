@@ -6,8 +6,14 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cli"
 )
 
 // fakeDist writes a dist folder as goreleaser does: one linux/amd64 archive
@@ -108,5 +114,64 @@ func TestVerifyCatches(t *testing.T) {
 				t.Errorf("verify = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The caveats krew prints after an install name today's commands and every
+// Role and ClusterRole shipped in deploy/rbac.
+func TestCaveatsDescribeTheCommandsAndTheRBAC(t *testing.T) {
+	dist := fakeDist(t, map[string]string{"kubectl-meshmigrate": "bin", "LICENSE": "x"})
+	p, err := load(renderTo(t, dist))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caveats := p.Spec.Caveats
+	if strings.Contains(caveats, "later release") {
+		t.Errorf("caveats promise later releases:\n%s", caveats)
+	}
+	root := cli.NewRootCommand(genericiooptions.NewTestIOStreamsDiscard())
+	for _, cmd := range root.Commands() {
+		names := []string{cmd.Name()}
+		switch cmd.Name() {
+		case "completion", "help", "version": // they do not touch the cluster
+			continue
+		case "traffic":
+			names = nil
+			for _, sub := range cmd.Commands() {
+				names = append(names, "traffic "+sub.Name())
+			}
+		}
+		for _, n := range names {
+			if !regexp.MustCompile(`\b` + n + `\b`).MatchString(caveats) {
+				t.Errorf("caveats do not mention the %q command", n)
+			}
+		}
+	}
+	files, err := filepath.Glob("../../deploy/rbac/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no RBAC files: %v", err)
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(caveats, filepath.Base(f)) {
+			t.Errorf("caveats do not name %s", filepath.Base(f))
+		}
+		for _, doc := range strings.Split(string(raw), "\n---\n") {
+			var obj struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					Name string `json:"name"`
+				} `json:"metadata"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if want := obj.Kind + " " + obj.Metadata.Name; !strings.Contains(strings.Join(strings.Fields(caveats), " "), want) {
+				t.Errorf("caveats do not name %s (%s)", want, filepath.Base(f))
+			}
+		}
 	}
 }
