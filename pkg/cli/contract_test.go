@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,10 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 	contract "github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
@@ -326,4 +330,244 @@ func TestApplySummaryMatchesTheSchema(t *testing.T) {
 			t.Errorf("%v: result %q, want %q; the progress belongs on stderr:\n%s", tc.args, s.Result, tc.result, stderr)
 		}
 	}
+}
+
+// The schemas describe exactly what the Go types encode: every field, no
+// other property, required unless encoding/json may leave it out, the
+// JSON type of each. Values the fixtures never hold are covered too, and a
+// field added to a type fails here until its schema says what it is.
+func TestSchemasDescribeTheGoTypes(t *testing.T) {
+	for name, v := range map[string]any{
+		contract.AuditReport:   audit.Report{},
+		contract.MigrationPlan: plan.Plan{},
+		contract.TrafficGraph:  traffic.Graph{},
+		contract.Status:        []phases.NamespaceStatus{},
+		contract.Verify:        []VerifyResult{},
+		contract.ApplySummary:  ApplySummary{},
+		contract.Version:       VersionInfo{},
+	} {
+		raw, err := contract.Read(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var root map[string]any
+		if err := json.Unmarshal(raw, &root); err != nil {
+			t.Fatal(err)
+		}
+		d := &drift{t: t, file: name, root: root}
+		d.check("", root, reflect.TypeOf(v), false)
+	}
+}
+
+// The schemas pin the identities and the fixed sets the code defines.
+func TestSchemasPinTheCodesConstants(t *testing.T) {
+	pinned := func(name string, path ...string) any {
+		raw, _ := contract.Read(name)
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range path {
+			v = v.(map[string]any)[p]
+		}
+		return v
+	}
+	for _, c := range []struct {
+		name, apiVersion, kind string
+	}{
+		{contract.AuditReport, audit.APIVersion, audit.Kind},
+		{contract.MigrationPlan, plan.APIVersion, plan.Kind},
+		{contract.TrafficGraph, traffic.APIVersion, traffic.Kind},
+		{contract.ApplySummary, plan.APIVersion, applySummaryKind},
+	} {
+		if got := pinned(c.name, "properties", "apiVersion", "const"); got != c.apiVersion {
+			t.Errorf("%s: apiVersion %v, the code says %s", c.name, got, c.apiVersion)
+		}
+		if got := pinned(c.name, "properties", "kind", "const"); got != c.kind {
+			t.Errorf("%s: kind %v, the code says %s", c.name, got, c.kind)
+		}
+		if !strings.HasPrefix(c.apiVersion, "meshmigrate.io/") || !strings.HasSuffix(contract.BaseID, "/"+strings.TrimPrefix(c.apiVersion, "meshmigrate.io/")+"/") {
+			t.Errorf("%s: $id base %s does not carry the version of %s", c.name, contract.BaseID, c.apiVersion)
+		}
+	}
+	codes := fmt.Sprint(pinned(contract.AuditReport, "$defs", "finding", "properties", "code", "enum"))
+	if want := fmt.Sprint(audit.Codes); codes != want {
+		t.Errorf("auditreport.json finding codes %s, pkg/audit has %s", codes, want)
+	}
+	phaseNames := fmt.Sprint(pinned(contract.MigrationPlan, "$defs", "phase", "properties", "name", "enum"))
+	if want := fmt.Sprint(plan.Phases); phaseNames != want {
+		t.Errorf("migrationplan.json phases %s, pkg/plan has %s", phaseNames, want)
+	}
+}
+
+type drift struct {
+	t    *testing.T
+	file string
+	root map[string]any
+}
+
+// resolve follows a local $ref, merging the keywords beside it.
+func (d *drift) resolve(node map[string]any) map[string]any {
+	ref, ok := node["$ref"].(string)
+	if !ok {
+		return node
+	}
+	target := any(d.root)
+	for _, p := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+		target = target.(map[string]any)[p]
+	}
+	out := map[string]any{}
+	for k, v := range d.resolve(target.(map[string]any)) {
+		out[k] = v
+	}
+	for k, v := range node {
+		if k == "$ref" {
+			continue
+		}
+		if k == "properties" {
+			if base, ok := out[k].(map[string]any); ok {
+				merged := map[string]any{}
+				for pk, pv := range base {
+					merged[pk] = pv
+				}
+				for pk, pv := range v.(map[string]any) {
+					if b, ok := merged[pk].(map[string]any); ok {
+						both := map[string]any{}
+						for bk, bv := range b {
+							both[bk] = bv
+						}
+						for bk, bv := range pv.(map[string]any) {
+							both[bk] = bv
+						}
+						pv = both
+					}
+					merged[pk] = pv
+				}
+				v = merged
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+var timeType = reflect.TypeOf(time.Time{})
+
+// check compares node with Go type t; omitted says a nil t is left out
+// (an omitempty field), not written as null.
+func (d *drift) check(path string, node map[string]any, t reflect.Type, omitted bool) {
+	node = d.resolve(node)
+	nullable := false
+	for t.Kind() == reflect.Pointer {
+		t, nullable = t.Elem(), !omitted
+	}
+	want := ""
+	switch {
+	case t == timeType, t.Kind() == reflect.String:
+		want = "string"
+	case t.Kind() == reflect.Bool:
+		want = "boolean"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		want = "integer"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		want = "number"
+	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+		want = "array"
+	case t.Kind() == reflect.Map || t.Kind() == reflect.Struct:
+		want = "object"
+	case t.Kind() == reflect.Interface:
+		return
+	}
+	switch typ := node["type"].(type) {
+	case string:
+		if typ != want && !(typ == "number" && want == "integer") || nullable {
+			d.t.Errorf("%s %s: type %s, but the Go type %s encodes as %s%s", d.file, path, typ, t, want, map[bool]string{true: " or null"}[nullable])
+		}
+	case []any:
+		if fmt.Sprint(typ) != fmt.Sprint([]any{want, "null"}) || !nullable {
+			d.t.Errorf("%s %s: type %v, the Go type %s encodes as %s", d.file, path, typ, t, want)
+		}
+	case nil:
+		if want == "array" || want == "object" {
+			d.t.Errorf("%s %s: no type; the Go type %s encodes as %s", d.file, path, t, want)
+		}
+	}
+	switch {
+	case t == timeType:
+		if node["format"] != "date-time" {
+			d.t.Errorf("%s %s: a time without format date-time", d.file, path)
+		}
+	case want == "array":
+		if items, ok := node["items"].(map[string]any); ok {
+			d.check(path+"/*", items, t.Elem(), false)
+		}
+		if prefix, ok := node["prefixItems"].([]any); ok {
+			for i, p := range prefix {
+				d.check(fmt.Sprintf("%s/%d", path, i), p.(map[string]any), t.Elem(), false)
+			}
+		}
+	case t.Kind() == reflect.Map:
+		if elem, ok := node["additionalProperties"].(map[string]any); ok {
+			d.check(path+"/*", elem, t.Elem(), false)
+		} else if t.Elem().Kind() != reflect.Interface {
+			d.t.Errorf("%s %s: a map of %s with no schema for its values", d.file, path, t.Elem())
+		}
+	case t.Kind() == reflect.Struct:
+		d.checkStruct(path, node, t)
+	}
+}
+
+func (d *drift) checkStruct(path string, node map[string]any, t reflect.Type) {
+	if node["additionalProperties"] != false {
+		d.t.Errorf("%s %s: %s is the whole contract: additionalProperties must be false", d.file, path, t)
+	}
+	props, _ := node["properties"].(map[string]any)
+	required := map[string]bool{}
+	for _, r := range asList(node["required"]) {
+		required[r.(string)] = true
+	}
+	fields := map[string]bool{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if f.Anonymous && name == "" {
+				walk(f.Type)
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			fields[name] = true
+			// omitempty leaves out empty values, never structs.
+			omittable := strings.Contains(","+opts+",", ",omitempty,") && f.Type.Kind() != reflect.Struct
+			if required[name] == omittable {
+				d.t.Errorf("%s %s/%s: required is %t, want %t (omitempty: %t)", d.file, path, name, required[name], !omittable, omittable)
+			}
+			p, ok := props[name].(map[string]any)
+			if !ok {
+				d.t.Errorf("%s %s: no property %q for %s.%s", d.file, path, name, t, f.Name)
+				continue
+			}
+			d.check(path+"/"+name, p, f.Type, omittable)
+		}
+	}
+	walk(t)
+	for name := range props {
+		if !fields[name] {
+			d.t.Errorf("%s %s: property %q is not a field of %s", d.file, path, name, t)
+		}
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
 }
