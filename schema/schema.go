@@ -107,6 +107,56 @@ func Validate(name string, doc []byte) error {
 	return nil
 }
 
+// Check is what the tests ask of every output: it matches the schema file
+// name, and it holds no null but at the JSON pointers allowNull names,
+// where "*" stands for one segment and a final "**" for any number: an
+// empty list prints as [], an empty map as {}.
+func Check(name string, doc []byte, allowNull ...string) error {
+	if err := Validate(name, doc); err != nil {
+		return err
+	}
+	v, err := Decode(doc)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, p := range Nulls(v) {
+		if !matchesAny(p, allowNull) {
+			bad = append(bad, p)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("null at %s: an empty list prints as [] and an empty map as {}, never null", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+func matchesAny(pointer string, patterns []string) bool {
+	segs := strings.Split(pointer, "/")
+	for _, pat := range patterns {
+		ps, s := strings.Split(pat, "/"), segs
+		if n := len(ps) - 1; ps[n] == "**" {
+			if len(s) <= n {
+				continue
+			}
+			ps, s = ps[:n], s[:n]
+		}
+		if len(ps) == len(s) && matchSegments(ps, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchSegments(pattern, segs []string) bool {
+	for i := range pattern {
+		if pattern[i] != "*" && pattern[i] != segs[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // Decode reads JSON or YAML into the values a JSON decoder gives (numbers
 // as json.Number), the form Validate and Nulls take.
 func Decode(doc []byte) (any, error) {

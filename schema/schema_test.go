@@ -71,3 +71,25 @@ func TestNullsNamesEachPath(t *testing.T) {
 		t.Errorf("Nulls = %v, want %v", got, want)
 	}
 }
+
+func TestCheckAllowsOnlyTheNamedNulls(t *testing.T) {
+	doc := []byte(`[{"namespace": "shop", "name": "no-plaintext", "result": "passed", "message": "m", "at": "2026-01-01T00:00:00Z"}]`)
+	if err := Check(Verify, doc); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+	for _, tc := range []struct {
+		pointer string
+		allow   []string
+		want    bool
+	}{
+		{"/0/undo/labels/a", []string{"/*/undo/labels/*"}, true},
+		{"/0/undo/after/a", []string{"/*/undo/labels/*"}, false},
+		{"/0/undo/prior/metadata/creationTimestamp", []string{"/*/undo/prior/**"}, true},
+		{"/0/undo/prior", []string{"/*/undo/prior/**"}, false},
+		{"/0/findings", nil, false},
+	} {
+		if got := matchesAny(tc.pointer, tc.allow); got != tc.want {
+			t.Errorf("matchesAny(%s, %v) = %t, want %t", tc.pointer, tc.allow, got, tc.want)
+		}
+	}
+}
