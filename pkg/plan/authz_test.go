@@ -337,6 +337,14 @@ func TestSelectorMatchingAnotherWorkloadBlocks(t *testing.T) {
 	)
 	p := build(t, s, g, plan.Options{})
 	authz := phaseOf(t, p, "shop", plan.PhaseAuthz)
+	// apply -f loads it: a blocked apply step has no object to check.
+	raw, err := p.Marshal(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plan.Parse(raw); err != nil {
+		t.Errorf("the plan does not load: %v", err)
+	}
 
 	for _, st := range steps(authz, "AuthorizationPolicy/meshmigrate-allow-api") {
 		if st.Status != plan.StatusBlocked || st.Object != nil || !strings.Contains(st.Reason, "app=api") || !strings.Contains(st.Reason, "also select Deployment/api-canary") {

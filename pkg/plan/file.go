@@ -141,8 +141,10 @@ func (p *Plan) validate() error {
 				if !validActions[st.Action] || !validStatuses[st.Status] || st.Target == "" {
 					return fmt.Errorf("namespace %s phase %s step %d: action %q, status %q, target %q not valid", ns.Name, ph.Name, k, st.Action, st.Status, st.Target)
 				}
-				if st.Action == ActionApply && st.Object == nil {
-					return fmt.Errorf("namespace %s phase %s step %d: apply without an object", ns.Name, ph.Name, k)
+				// Only a pending apply writes its object; a blocked one has
+				// none (there is nothing safe to write).
+				if st.Action == ActionApply && st.Status == StatusPending && st.Object == nil {
+					return fmt.Errorf("namespace %s phase %s step %d: pending apply without an object", ns.Name, ph.Name, k)
 				}
 			}
 		}

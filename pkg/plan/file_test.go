@@ -300,7 +300,7 @@ func TestParseRefuses(t *testing.T) {
 					delete(st, "object")
 				}
 			}
-		}), "apply without an object"},
+		}), "pending apply without an object"},
 		{"a TrafficGraph", mustJSON(t, graphOf()), "not a MigrationPlan"},
 	}
 	for _, c := range cases {
