@@ -389,6 +389,7 @@ func TestPoliciesUnreadable(t *testing.T) {
 	s.Namespaces = []cluster.Namespace{ns("shop", "istio-injection", "enabled")}
 	s.Pods = []cluster.Pod{pod("shop", "web", injected("1-30")), pod("shop", "api")}
 	r := Audit(s, Observation{})
+	checkContract(t, r)
 	if _, ok := codes(r.Findings)[CodeIstioPoliciesUnreadable]; !ok {
 		t.Errorf("report findings %v lack %s", r.Findings, CodeIstioPoliciesUnreadable)
 	}
@@ -415,6 +416,7 @@ func TestMeshFindings(t *testing.T) {
 		peer("istio-system", "second", "PERMISSIVE", 3, nil, nil),
 	}
 	r := Audit(s, Observation{})
+	checkContract(t, r)
 	got := codes(r.Findings)
 	for _, c := range []string{CodeInjectorNotInstalled, CodeAutoMTLSDisabled, CodePeerAuthenticationIgnored} {
 		if _, ok := got[c]; !ok {
@@ -449,6 +451,7 @@ func TestCleanNamespaceNeedsNoAttention(t *testing.T) {
 		{Namespace: "shop", Name: "web", Action: "ALLOW", Rules: 1},
 	}
 	r := Audit(s, Observation{})
+	checkContract(t, r)
 	if r.NeedsAttention() || len(r.Namespaces[0].Findings) != 0 {
 		t.Errorf("a finished namespace needs no attention: %+v", r.Namespaces[0].Findings)
 	}

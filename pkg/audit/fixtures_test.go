@@ -1,10 +1,13 @@
 package audit
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/istiofixture"
+	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -88,9 +91,24 @@ func peer(namespace, name, mode string, age int, selector map[string]string, por
 	return cluster.PeerAuthentication{Namespace: namespace, Name: name, Mode: mode, CreatedAt: t0.Add(time.Duration(age) * time.Minute), Selector: selector, PortModes: ports}
 }
 
+// checkContract fails unless the report, encoded as `audit -o json` prints
+// it, matches schema/auditreport.json: every fixture tests the schema's
+// enums and shapes.
+func checkContract(t interface{ Fatalf(string, ...any) }, r *Report) {
+	nonnil.Fill(r)
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatalf("encode the report: %v", err)
+	}
+	if err := schema.Check(schema.AuditReport, b); err != nil {
+		t.Fatalf("the report breaks its schema: %v\n%s", err, b)
+	}
+}
+
 // nsReport audits the snapshot and returns the named namespace's report.
 func nsReport(t interface{ Fatalf(string, ...any) }, s *cluster.Snapshot, name string) NamespaceReport {
 	r := Audit(s, Observation{})
+	checkContract(t, r)
 	for _, n := range r.Namespaces {
 		if n.Name == name {
 			return n

@@ -55,12 +55,14 @@ func TestNoDataIsInconclusive(t *testing.T) {
 	s := permissiveEstate()
 	// Traffic elsewhere but none into orders: zero plaintext of zero requests.
 	r := Audit(s, Observation{Graph: graph(edge("shop", "cart", "shop", "cart", traffic.MutualTLS, 10))})
+	checkContract(t, r)
 	o := r.Namespaces[0]
 	if o.Traffic.Status != TrafficNoData || o.Readiness.Safe || o.Readiness.Next != PhaseVerify {
 		t.Errorf("no inbound traffic must not pass verify: %+v %+v", o.Traffic, o.Readiness)
 	}
 	// No Istio metrics at all: a finding says so.
 	r = Audit(s, Observation{Graph: graph()})
+	checkContract(t, r)
 	if _, ok := codes(r.Findings)[CodeTelemetryMissing]; !ok || r.Namespaces[0].Readiness.Safe {
 		t.Errorf("empty telemetry: findings %v readiness %+v", r.Findings, r.Namespaces[0].Readiness)
 	}
@@ -74,6 +76,7 @@ func TestPlaintextClientsAreNamed(t *testing.T) {
 		edge("shop", "worker", "orders", "orders", traffic.Plaintext, 30),
 		edge("shop", "cart", "orders", "orders", traffic.Plaintext, 5), // e.g. a DestinationRule with tls DISABLE
 	)})
+	checkContract(t, r)
 	o := r.Namespaces[0]
 	if o.Traffic.Inbound.Plaintext != 155 || len(o.Traffic.PlaintextClients) != 3 {
 		t.Fatalf("traffic = %+v", o.Traffic)
@@ -112,10 +115,12 @@ func TestPlaintextClientsAreNamed(t *testing.T) {
 func TestTrafficUnavailableIsAFindingButNoTrafficIsNot(t *testing.T) {
 	s := permissiveEstate()
 	r := Audit(s, Observation{Reason: "no Prometheus service found", Failed: true})
+	checkContract(t, r)
 	if _, ok := codes(r.Findings)[CodeTrafficUnavailable]; !ok {
 		t.Errorf("findings %v", r.Findings)
 	}
 	r = Audit(s, Observation{Reason: "--no-traffic"})
+	checkContract(t, r)
 	if _, ok := codes(r.Findings)[CodeTrafficUnavailable]; ok {
 		t.Errorf("--no-traffic is the user's choice, not a finding")
 	}
@@ -182,6 +187,7 @@ func TestPartialDestinationRulesAndMeshPolicies(t *testing.T) {
 	s.Istio.DestinationRulesPartial = true
 	s.AuthorizationPolicies = []cluster.AuthorizationPolicy{{Namespace: "istio-system", Name: "deny-legacy", Action: "DENY", Rules: 1}}
 	r := Audit(s, Observation{Graph: graph(edge("shop", "cart", "orders", "orders", traffic.MutualTLS, 500))})
+	checkContract(t, r)
 	if _, ok := codes(r.Findings)[CodeDestinationRulesPartial]; !ok {
 		t.Errorf("findings %v", r.Findings)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
+	"github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -150,12 +151,20 @@ func graphOf(edges ...traffic.Edge) *traffic.Graph {
 }
 
 // build audits the snapshot with the graph and builds the plan, as
-// `kubectl meshmigrate plan` does.
+// `kubectl meshmigrate plan` does. Every plan a test builds must match
+// schema/migrationplan.json.
 func build(t testing.TB, s *cluster.Snapshot, g *traffic.Graph, opts plan.Options) *plan.Plan {
 	t.Helper()
 	p, err := tryBuild(s, g, opts)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
+	}
+	b, err := p.Marshal(true)
+	if err != nil {
+		t.Fatalf("Marshal: %v", err)
+	}
+	if err := schema.Check(schema.MigrationPlan, b); err != nil {
+		t.Fatalf("the plan breaks its schema: %v\n%s", err, b)
 	}
 	return p
 }
