@@ -31,6 +31,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/e2e"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	contract "github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 // newEstate creates a fresh estate for one story (internal/e2e/estate.go).
@@ -58,6 +59,7 @@ func planEstate(t *testing.T, c *envconf.Config, est *e2e.Estate, dir string, ex
 	if code != 0 {
 		t.Fatalf("plan: exit %d\nstderr: %s\nplan: %s", code, stderr, out)
 	}
+	matchesSchema(t, contract.MigrationPlan, out)
 	file := filepath.Join(dir, "plan.yaml")
 	if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/e2e"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	contract "github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 const migrator = "system:serviceaccount:default:migrator"
@@ -151,13 +152,27 @@ func TestApplyMigration(t *testing.T) {
 			if code != 0 || strings.Count(out, p.ID) != 2 || strings.Count(out, "authz") != 2 || !strings.Contains(out, "free") {
 				t.Errorf("status: exit %d\n%s", code, out)
 			}
+			out, _, code = meshmigrate(t, c, "status", "-n", est.Front+","+est.Back, "-o", "json", "--as", migrator)
+			if code != 0 {
+				t.Errorf("status -o json: exit %d\n%s", code, out)
+			}
+			matchesSchema(t, contract.Status, out, undoNulls...)
 			return ctx
 		}).
 		Assess("applying again changes nothing", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
 			mid := touched(ctx, t, c, est.Front, est.Back)
-			out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--yes", "--as", migrator, "--prometheus-url", prom.URL)
-			if code != 0 || !strings.Contains(out, "Done: 0 changes made") {
+			// As a script does: the summary on stdout, the progress on stderr.
+			out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--yes", "--as", migrator, "--prometheus-url", prom.URL, "-o", "json")
+			if code != 0 || !strings.Contains(stderr, "Done: 0 changes made") {
 				t.Fatalf("re-apply: exit %d\n%s\n%s", code, out, stderr)
+			}
+			matchesSchema(t, contract.ApplySummary, out)
+			var sum struct {
+				Result  string `json:"result"`
+				Changes int    `json:"changes"`
+			}
+			if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Result != "done" || sum.Changes != 0 {
+				t.Errorf("re-apply summary %+v (%v), want done with 0 changes:\n%s", sum, err, out)
 			}
 			if after := touched(ctx, t, c, est.Front, est.Back); !reflect.DeepEqual(mid, after) {
 				t.Errorf("re-applying changed the cluster")
@@ -328,6 +343,8 @@ func TestApplyVerifyGate(t *testing.T) {
 			if code != 2 || !strings.Contains(out, "unidentified clients") {
 				t.Errorf("verify: exit %d\n%s", code, out)
 			}
+			out, _, _ = meshmigrate(t, c, "verify", "-n", est.Back, "--prometheus-url", prom.URL, "--traffic-window", "30s", "-o", "json")
+			matchesSchema(t, contract.Verify, out)
 			out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--yes", "--through", "strict", "--prometheus-url", prom.URL)
 			if code != 2 || !strings.Contains(out, "gate no-plaintext failed") || !strings.Contains(out, "unidentified clients") {
 				t.Fatalf("apply through strict: exit %d\n%s\n%s", code, out, stderr)

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	contract "github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 // run runs a command with the plugin (and kubectl) first on PATH and the
@@ -58,6 +59,7 @@ func auditJSON(t *testing.T, c *envconf.Config, args ...string) (*audit.Report, 
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("audit %v: exit %d, not a JSON report: %v\nstdout: %s\nstderr: %s", args, code, err, out, stderr)
 	}
+	matchesSchema(t, contract.AuditReport, out)
 	return &r, code
 }
 
@@ -222,6 +224,7 @@ func TestAuditUnderShippedRBAC(t *testing.T) {
 				if err := json.Unmarshal([]byte(out), &r); err != nil {
 					return false, err
 				}
+				matchesSchema(t, contract.AuditReport, out)
 				asAuditor = &r
 				return true, nil
 			})

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	contract "github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 // planTraffic is a saved traffic graph for the scenario: legacy-client
@@ -79,6 +80,7 @@ func TestPlan(t *testing.T) {
 			if err := os.WriteFile(planFile, []byte(out), 0o644); err != nil {
 				t.Fatal(err)
 			}
+			matchesSchema(t, contract.MigrationPlan, out)
 			var err error
 			if p, err = plan.Load(planFile); err != nil {
 				t.Fatalf("the printed plan does not load: %v", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/e2e"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	contract "github.com/meshmigrate/kubectl-meshmigrate/schema"
 )
 
 type trafficKey struct{}
@@ -90,9 +91,11 @@ func TestTraffic(t *testing.T) {
 			if _, stderr, code := meshmigrate(t, c, "traffic", "export", "--prometheus-url", te.prom.URL, "--traffic-window", window, "-o", file); code != 0 {
 				t.Fatalf("traffic export: exit %d: %s", code, stderr)
 			}
-			if _, err := os.Stat(file); err != nil {
+			saved, err := os.ReadFile(file)
+			if err != nil {
 				t.Fatal(err)
 			}
+			matchesSchema(t, contract.TrafficGraph, string(saved))
 			r, _ := auditJSON(t, c, "-n", "orders", "--traffic-file", file)
 			if got := plaintextClients(namespace(t, r, "orders")); len(got) != 1 {
 				t.Errorf("offline plaintext clients = %v", got)
