@@ -103,6 +103,48 @@ Output: a table on a terminal, else YAML. Exit codes: 0 nothing blocked,
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "yaml", "json"))
 	_ = cmd.RegisterFlagCompletionFunc("target", fixedCompletion(plan.TargetStrict, plan.TargetPermissive))
 	_ = cmd.RegisterFlagCompletionFunc("authz", fixedCompletion(plan.AuthzOff, plan.AuthzDryRun, plan.AuthzEnforce))
+	cmd.AddCommand(newCmdPlanValidate(streams))
+	return cmd
+}
+
+// newCmdPlanValidate builds `kubectl meshmigrate plan validate`: the checks
+// apply -f makes of the file, without a cluster, for a CI job reviewing a
+// plan in a pull request.
+func newCmdPlanValidate(streams genericiooptions.IOStreams) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "validate -f PLAN",
+		Short: "Check a plan file offline, as apply reads it: its format, and that it was not edited",
+		Long: `Validate reads a plan file the way "apply -f" does, without contacting the
+cluster: apiVersion and kind, no unknown field, the structure apply relies on
+(five phases in order, known statuses and actions, the waves), and the hash,
+so a plan edited after it was made is refused. Whether the cluster still
+matches the plan needs the cluster: "apply -f PLAN --dry-run=client" checks
+that (exit 3 when stale). The file's JSON Schema is schema/migrationplan.json
+in the repository (docs/plan.md).
+
+Exit codes: 0 valid, 1 not a valid plan, 2 valid but it holds blocked steps.`,
+		Example: `  # In the CI job of a pull request that adds plan.yaml
+  kubectl meshmigrate plan validate -f plan.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("-f PLAN is required")
+			}
+			p, err := plan.Load(file)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(streams.Out, "%s: plan %s is valid: %s in %s, %s to apply, %d blocked\n", file, p.ID,
+				count(p.Summary.Namespaces, "namespace"), count(p.Summary.Waves, "wave"), count(p.Summary.Steps, "step"), p.Summary.Blocked)
+			if p.NeedsAttention() {
+				return errNeedsAttention
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "The plan file (YAML or JSON)")
+	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 	return cmd
 }
 

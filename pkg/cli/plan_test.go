@@ -134,3 +134,46 @@ func TestPlanWithoutTrafficBlocksAuthzNotStrict(t *testing.T) {
 		t.Errorf("authz = %+v", authz)
 	}
 }
+
+func TestPlanValidate(t *testing.T) {
+	dir := t.TempDir()
+	out, _, _ := run(t, &fakeReader{snap: estate()}, "plan", "-A", "--traffic-file", trafficFile, "-o", "yaml")
+	blocked := filepath.Join(dir, "blocked.yaml")
+	clean := filepath.Join(dir, "clean.yaml")
+	edited := filepath.Join(dir, "edited.yaml")
+	// Only payments, already STRICT, with authorization left out: nothing blocked.
+	snap := estate()
+	snap.Namespaces = snap.Namespaces[1:2]
+	cleanOut, _, code := run(t, &fakeReader{snap: snap}, "plan", "-n", "payments", "--no-traffic", "--authz", "off", "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("clean plan: exit %d", code)
+	}
+	for path, body := range map[string]string{
+		blocked: out, clean: cleanOut,
+		edited: strings.Replace(out, "target: strict", "target: permissive", 1),
+	} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-f", clean}, ExitOK, "is valid: 1 namespace in 1 wave, 0 steps to apply, 0 blocked"},
+		{[]string{"-f", blocked}, ExitAttention, "is valid: 3 namespaces in 2 waves, 5 steps to apply, 4 blocked"},
+		{[]string{"-f", edited}, ExitError, "it was edited after planning"},
+		{[]string{"-f", filepath.Join(dir, "missing.yaml")}, ExitError, "does not exist"},
+		{nil, ExitError, "-f PLAN is required"},
+	} {
+		api, kubeconfig := startAPI(t)
+		stdout, stderr, code := runAgainst(t, kubeconfig, nil, append([]string{"plan", "validate"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(stdout+stderr, tc.want) {
+			t.Errorf("validate %v: exit %d, want %d and %q\nstdout %s\nstderr %s", tc.args, code, tc.code, tc.want, stdout, stderr)
+		}
+		if seen := api.seen(); len(seen) > 0 {
+			t.Errorf("validate %v contacted the cluster: %v", tc.args, seen)
+		}
+	}
+}

@@ -211,6 +211,21 @@ func TestFileRoundTrip(t *testing.T) {
 	}
 }
 
+// docs/plan.md suggests an editor modeline at the top of a plan file: a
+// comment, which neither the loader nor the hash sees.
+func TestParseIgnoresASchemaModeline(t *testing.T) {
+	s, g := richEstate()
+	p := build(t, s, g, plan.Options{})
+	raw, err := p.Marshal(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := plan.Parse(append([]byte("# yaml-language-server: $schema=./schema/migrationplan.json\n"), raw...))
+	if err != nil || q.Hash != p.Hash {
+		t.Errorf("a plan with a modeline: %v", err)
+	}
+}
+
 // A plan file written before empty lists were filled, with a null list or
 // map in it, still loads: filling happens when a plan is made, the hash
 // stays over the content as written.
