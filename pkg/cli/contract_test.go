@@ -421,7 +421,14 @@ func (d *drift) resolve(node map[string]any) map[string]any {
 	return out
 }
 
-var timeType = reflect.TypeOf(time.Time{})
+var (
+	timeType    = reflect.TypeOf(time.Time{})
+	marshalType = reflect.TypeOf((*json.Marshaler)(nil)).Elem()
+)
+
+// modulePath prefixes this module's packages, whose structs are the whole
+// contract.
+const modulePath = "github.com/meshmigrate/kubectl-meshmigrate/"
 
 // check compares node with Go type t; omitted says a nil t is left out
 // (an omitempty field), not written as null.
@@ -430,6 +437,9 @@ func (d *drift) check(path string, node map[string]any, t reflect.Type, omitted 
 	nullable := false
 	for t.Kind() == reflect.Pointer {
 		t, nullable = t.Elem(), !omitted
+	}
+	if t != timeType && (t.Implements(marshalType) || reflect.PointerTo(t).Implements(marshalType)) {
+		return // it says itself how it encodes
 	}
 	want := ""
 	switch {
@@ -482,9 +492,11 @@ func (d *drift) check(path string, node map[string]any, t reflect.Type, omitted 
 		} else if t.Elem().Kind() != reflect.Interface {
 			d.t.Errorf("%s %s: a map of %s with no schema for its values", d.file, path, t.Elem())
 		}
-	case t.Kind() == reflect.Struct:
+	case t.Kind() == reflect.Struct && strings.HasPrefix(t.PkgPath(), modulePath):
 		d.checkStruct(path, node, t)
 	}
+	// Another module's struct (a Kubernetes type) is its own contract:
+	// only its JSON type is checked.
 }
 
 func (d *drift) checkStruct(path string, node map[string]any, t reflect.Type) {
