@@ -26,6 +26,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
 
 const applyExample = `  # See what the plan would do, without changing anything
@@ -49,7 +50,9 @@ type ExecFlags struct {
 	Concurrency  int
 	LockWait     time.Duration
 	VerifyWindow time.Duration
-	Traffic      TrafficFlags
+	// AllowShortWindow lifts the plan's minVerifyWindow floor.
+	AllowShortWindow bool
+	Traffic          TrafficFlags
 }
 
 // AddFlags registers the flags.
@@ -63,7 +66,8 @@ func (f *ExecFlags) AddFlags(fs *pflag.FlagSet, gates bool) {
 	if gates {
 		fs.StringVar(&f.Traffic.PrometheusURL, "prometheus-url", "", "Prometheus the traffic gates read (default: a Prometheus service found in the cluster, through the API server's service proxy)")
 		fs.StringVar(&f.Traffic.PrometheusService, "prometheus-service", "", "The in-cluster Prometheus service as NAMESPACE/NAME[:PORT]")
-		fs.DurationVar(&f.VerifyWindow, "verify-window", 0, "The window the traffic gates read (default: since the namespace and its callers were meshed, at most the plan's traffic window)")
+		fs.DurationVar(&f.VerifyWindow, "verify-window", 0, "The window the traffic gates read (default: since the namespace and its callers were meshed, at most the plan's traffic window); never under the plan's minVerifyWindow")
+		fs.BoolVar(&f.AllowShortWindow, "allow-short-verify-window", false, "Let the traffic gates judge a window under the plan's minVerifyWindow (each use is recorded in the checkpoint): one request in a short window can pass a gate")
 	}
 }
 
@@ -107,6 +111,7 @@ func newExecutor(configFlags *genericclioptions.ConfigFlags, out io.Writer, f *E
 	}
 	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
 	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, phases.DefaultLeaseDuration, identity()
+	opts.AllowShortWindow = f.AllowShortWindow
 	return &phases.Executor{
 		Cluster:  &phases.Cluster{Kube: reader.Kube, Dynamic: dyn, DryRun: f.DryRun},
 		Observer: &clusterObserver{reader: reader, traffic: f.Traffic, configFlags: configFlags},
@@ -150,14 +155,14 @@ func (o *clusterObserver) Audit(ctx context.Context, namespaces []string, since 
 	return snap, audit.Audit(snap, obs), nil
 }
 
-func (o *clusterObserver) ShadowDenials(ctx context.Context, ns string, since time.Time) (float64, float64, string, error) {
+func (o *clusterObserver) ShadowDecisions(ctx context.Context, ns string, since time.Time) ([]traffic.ShadowCount, string, error) {
 	p, err := o.traffic.prometheus(ctx, o.configFlags)
 	if err != nil {
-		return 0, 0, "", err
+		return nil, "", err
 	}
 	w := windowSince(since)
-	denied, all, err := p.ShadowDenials(ctx, ns, w)
-	return denied, all, fmt.Sprintf("%s since %s (%s)", model.Duration(w), since.UTC().Format(time.RFC3339), p.URL), err
+	counts, err := p.ShadowDecisions(ctx, ns, w)
+	return counts, fmt.Sprintf("%s since %s (%s)", model.Duration(w), since.UTC().Format(time.RFC3339), p.URL), err
 }
 
 // windowSince is the whole seconds since t, at least one.

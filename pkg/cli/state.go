@@ -27,8 +27,11 @@ type RollbackOptions struct {
 	To   string
 	All  bool
 	Exec ExecFlags
+	// BreakDependents and AcceptRestarts lift two of rollback's refusals.
+	BreakDependents bool
+	AcceptRestarts  bool
 
-	namespace string
+	namespaces []string
 }
 
 // NewRollbackOptions returns options with their defaults.
@@ -39,8 +42,8 @@ func NewRollbackOptions(configFlags *genericclioptions.ConfigFlags, streams gene
 func newCmdRollback(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := NewRollbackOptions(configFlags, streams)
 	cmd := &cobra.Command{
-		Use:   "rollback -n NS (--to PHASE | --all) [--dry-run=none|client|server] [--yes]",
-		Short: "Undo a namespace's migration, from the undo records in its checkpoint",
+		Use:   "rollback -n NS[,NS...] (--to PHASE | --all) [--dry-run=none|client|server] [--yes]",
+		Short: "Undo namespaces' migration, from the undo records in their checkpoints",
 		Long: `Rollback undoes what apply changed in one namespace, newest change first, from
 the undo records in its checkpoint: labels and objects return to exactly what
 they were, objects the plan created are deleted (only if they still carry the
@@ -49,12 +52,24 @@ their prior pod template once the namespace's injection labels are restored.
 
 --to PHASE keeps that phase and the ones before it; --all undoes every change
 of every plan applied to the namespace and removes the checkpoint and lock.
-A change someone else made since stops the rollback, named, untouched.`,
+A change someone else made since stops the rollback, named, untouched.
+
+--all removes sidecars, so it is refused while a namespace that this one calls
+is STRICT (or enforces authorization) and would then receive plaintext: roll
+that one back first, or both together (-n frontend,backend: every namespace
+named goes back to the end of its inject phase first, then the rest), or pass
+--break-dependents. A workload restarted again since the plan restarted it
+stops the rollback unless --accept-restarts. Pods that still carry a sidecar
+afterwards (created while the namespace was labelled) are listed with the
+command that restarts them.`,
 		Example: `  # What would a full rollback do?
   kubectl meshmigrate rollback -n shop --all --dry-run=client
 
   # Back to PERMISSIVE (undo strict and authz)
-  kubectl meshmigrate rollback -n shop --to permissive --yes`,
+  kubectl meshmigrate rollback -n shop --to permissive --yes
+
+  # A caller and the STRICT namespace it calls, together
+  kubectl meshmigrate rollback -n frontend,backend --all --yes`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Complete(cmd); err != nil {
@@ -68,18 +83,19 @@ A change someone else made since stops the rollback, named, untouched.`,
 	}
 	cmd.Flags().StringVar(&o.To, "to", "", "Keep this phase and those before it; undo the ones after")
 	cmd.Flags().BoolVar(&o.All, "all", false, "Undo every change")
+	cmd.Flags().BoolVar(&o.BreakDependents, "break-dependents", false, "Remove the sidecars even though STRICT namespaces this one calls rely on them: their calls from it fail from then on")
+	cmd.Flags().BoolVar(&o.AcceptRestarts, "accept-restarts", false, "Leave a workload restarted again since the plan restarted it (kubectl rollout restart, a GitOps restart) as it is, and finish")
 	o.Exec.AddFlags(cmd.Flags(), false)
 	_ = cmd.RegisterFlagCompletionFunc("to", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-// Complete takes the namespace, which must be named explicitly.
+// Complete takes the namespaces, which must be named explicitly.
 func (o *RollbackOptions) Complete(cmd *cobra.Command) error {
-	ns := namespacesFlag(cmd)
-	if len(ns) != 1 {
-		return errors.New("rollback needs exactly one namespace, named explicitly: -n NS")
+	o.namespaces = namespacesFlag(cmd)
+	if len(o.namespaces) == 0 {
+		return errors.New("rollback needs its namespaces named explicitly: -n NS[,NS...]")
 	}
-	o.namespace = ns[0]
 	return nil
 }
 
@@ -96,23 +112,26 @@ func (o *RollbackOptions) Validate() error {
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	ex, err := newExecutor(o.configFlags, o.Out, &o.Exec, phases.Options{})
+	ex, err := newExecutor(o.configFlags, o.Out, &o.Exec, phases.Options{BreakDependents: o.BreakDependents, AcceptRestarts: o.AcceptRestarts})
 	if err != nil {
 		return err
 	}
-	if _, err := ex.Cluster.Kube.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{}); err != nil {
-		return fmt.Errorf("namespace %s: %w", o.namespace, err)
+	for _, ns := range o.namespaces {
+		if _, err := ex.Cluster.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
 	}
+	names := strings.Join(o.namespaces, ", ")
 	what := "every change"
 	if o.To != "" {
 		what = "the phases after " + o.To
 	}
 	if !o.Exec.dry() {
-		if err := confirm(ctx, o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Roll back %s in namespace %s", what, o.namespace)); err != nil {
+		if err := confirm(ctx, o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Roll back %s in namespace %s", what, names)); err != nil {
 			return err
 		}
 	}
-	out, err := ex.Rollback(ctx, o.namespace, o.To)
+	out, err := ex.Rollback(ctx, o.namespaces, o.To)
 	if err != nil {
 		return err
 	}
@@ -120,7 +139,13 @@ func (o *RollbackOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "Dry run (%s): %d changes would be undone; nothing was changed\n", o.Exec.DryRun, out.Changes)
 		return nil
 	}
-	fmt.Fprintf(o.Out, "Rolled back %d changes in %s\n", out.Changes, o.namespace)
+	fmt.Fprintf(o.Out, "Rolled back %d changes in %s\n", out.Changes, names)
+	if len(out.Leftovers) > 0 {
+		fmt.Fprintf(o.Out, "%d workloads still carry sidecars the restored labels no longer give; restart them:\n", len(out.Leftovers))
+		for _, l := range out.Leftovers {
+			fmt.Fprintf(o.Out, "  %s\n", l)
+		}
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -59,6 +60,18 @@ type Checkpoint struct {
 	// Records are the changes made, oldest first, each written before
 	// its change was made.
 	Records []Record `json:"records"`
+	// PlanCreatedAt is when PlanID was made: apply refuses an older plan,
+	// whose steps come from older traffic, once a newer one has run here.
+	PlanCreatedAt *time.Time `json:"planCreatedAt,omitempty"`
+	// CalledBy are the namespaces whose calls this namespace's STRICT and
+	// authz phases rely on arriving over mTLS (the plan's calledBy).
+	CalledBy []string `json:"calledBy,omitempty"`
+	// Callees are the planned namespaces that rely on this one's
+	// sidecars: rollback refuses to remove them while those are STRICT.
+	Callees []string `json:"callees,omitempty"`
+	// Overrides record each safety floor a user lifted for this
+	// namespace, and by whom (e.g. --allow-short-verify-window).
+	Overrides []string `json:"overrides,omitempty"`
 	// MeshedAt is when the last injection change (label or restart) was
 	// made: plaintext seen before it says nothing about the meshed state.
 	MeshedAt *time.Time `json:"meshedAt,omitempty"`
@@ -194,10 +207,62 @@ func (c *Checkpoint) Started(planID string) bool {
 // ForPlan makes the checkpoint follow plan p: a new plan starts with fresh
 // phase progress but keeps the records of the ones before it.
 func (c *Checkpoint) ForPlan(p *plan.Plan) {
+	if pn, ok := p.Namespace(c.Namespace); ok {
+		c.CalledBy, c.Callees = pn.CalledBy, p.Callees(c.Namespace)
+	}
 	if c.PlanID == p.ID {
 		return
 	}
-	c.PlanID, c.PlanHash, c.Phases = p.ID, p.Hash, nil
+	t := p.CreatedAt.UTC()
+	c.PlanID, c.PlanHash, c.Phases, c.PlanCreatedAt = p.ID, p.Hash, nil, &t
+}
+
+// NewerPlan names the plan this checkpoint follows when it is newer than
+// p and has made progress here ("" otherwise): applying p would run steps
+// planned from older traffic over the newer plan's work. A checkpoint
+// written before PlanCreatedAt existed is judged by when its plan first
+// changed something, which is never before that plan was made.
+func (c *Checkpoint) NewerPlan(p *plan.Plan) string {
+	if c.PlanID == "" || c.PlanID == p.ID || !c.Started(c.PlanID) {
+		return ""
+	}
+	made := c.PlanCreatedAt
+	if made == nil {
+		for _, r := range c.Records {
+			if r.PlanID == c.PlanID && (made == nil || r.StartedAt.Before(*made)) {
+				t := r.StartedAt
+				made = &t
+			}
+		}
+	}
+	if made == nil || !p.CreatedAt.Before(*made) {
+		return ""
+	}
+	return fmt.Sprintf("its checkpoint follows plan %s (made %s), newer than plan %s (made %s): apply that plan's file, or make a new plan",
+		c.PlanID, made.UTC().Format(time.RFC3339), p.ID, p.CreatedAt.UTC().Format(time.RFC3339))
+}
+
+// Made is what the checkpoint records plan planID changed: the staleness
+// check of a resumed namespace does not count those changes.
+func (c *Checkpoint) Made(planID string) plan.Made {
+	m := plan.Made{Labels: map[string]bool{}, Objects: map[string]bool{}}
+	for _, r := range c.Records {
+		if r.PlanID != planID {
+			continue
+		}
+		switch r.Action {
+		case plan.ActionLabelNamespace:
+			for k := range r.Undo.Labels {
+				m.Labels[k] = true
+			}
+			m.Injected = true
+		case plan.ActionRestartWorkload:
+			m.Injected = true
+		case plan.ActionApply:
+			m.Objects[strings.ToLower(r.Target)] = true
+		}
+	}
+	return m
 }
 
 // next returns the sequence number for a new record.

@@ -295,3 +295,30 @@ func transient(err error) bool {
 	}
 	return false
 }
+
+// ListCheckpoints reads every checkpoint in the cluster, by label, in pages.
+// A checkpoint that does not decode is left out: it names no namespace's
+// callers that could be trusted.
+func (c *Cluster) ListCheckpoints(ctx context.Context) (map[string]*Checkpoint, error) {
+	cps := map[string]*Checkpoint{}
+	err := paged(ctx, LabelComponent+"=checkpoint", func(opts metav1.ListOptions) (string, error) {
+		list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
+		if err != nil {
+			return "", err
+		}
+		for _, cm := range list.Items {
+			if cm.Name != CheckpointName {
+				continue
+			}
+			if cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey]); err == nil {
+				cp.resourceVersion, cp.stored = cm.ResourceVersion, true
+				cps[cm.Namespace] = cp
+			}
+		}
+		return list.Continue, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list checkpoints: %w", err)
+	}
+	return cps, nil
+}

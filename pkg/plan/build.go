@@ -37,6 +37,9 @@ func Build(in Input, opts Options) (*Plan, error) {
 	if opts.Authz == "" {
 		opts.Authz = AuthzEnforce
 	}
+	if opts.MinVerifyWindow == "" {
+		opts.MinVerifyWindow = DefaultMinVerifyWindow.String()
+	}
 	opts.normalize()
 	s, r := in.Snapshot, in.Report
 	b := &builder{in: in, opts: opts, reports: map[string]*audit.NamespaceReport{}, planned: map[string]bool{},

@@ -112,6 +112,11 @@ func (p *Plan) validate() error {
 	default:
 		return fmt.Errorf("options.authz %q: want off, dry-run or enforce", p.Options.Authz)
 	}
+	if w := p.Options.MinVerifyWindow; w != "" {
+		if d, err := time.ParseDuration(w); err != nil || d <= 0 {
+			return fmt.Errorf("options.minVerifyWindow %q: want a positive duration such as 10m", w)
+		}
+	}
 	seen := map[string]bool{}
 	for i, ns := range p.Namespaces {
 		if ns.Name == "" || seen[ns.Name] {

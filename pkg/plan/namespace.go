@@ -324,7 +324,11 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 	}
 	var blockers []string
 	seen, culprits := map[string]bool{}, map[string]bool{}
+	served, expected := map[string]bool{}, map[string]bool{}
 	for _, e := range b.inbound[nr.Name] {
+		if e.Count > 0 || e.Bytes > 0 {
+			served[e.Destination.Workload] = true
+		}
 		if e.Security == traffic.MutualTLS {
 			continue
 		}
@@ -339,6 +343,7 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 			ph.Notes = append(ph.Notes, line)
 		case v.clears:
 			ph.Gate.Expect = append(ph.Gate.Expect, line)
+			expected[v.name] = true
 		default:
 			blockers = append(blockers, line)
 			culprits[v.name] = true
@@ -350,6 +355,8 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 	case t.Status == audit.TrafficNoData:
 		ph.Notes = append(ph.Notes, "no inbound traffic observed ("+t.Reason+"): the gate waits for real traffic, zero requests are not a pass")
 	}
+	ph.Gate.Callers = slices.Sorted(maps.Keys(expected))
+	ph.Gate.Inbound = slices.Sorted(maps.Keys(served))
 	sort.Strings(blockers)
 	if len(blockers) > 0 {
 		ph.Status, ph.Reason = StatusBlocked, "plaintext callers the plan does not mesh: "+strings.Join(blockers, "; ")
