@@ -45,7 +45,9 @@ func callerReport() *audit.Report {
 // the plan meshes front, then takes shop through verify to STRICT.
 func callerPlan(obs *fakeObserver) *plan.Plan {
 	snap := &cluster.Snapshot{ClusterUID: "uid-1"}
-	skipped := func(name string) plan.Phase { return plan.Phase{Name: name, Status: plan.StatusSkipped, Reason: "not in this test"} }
+	skipped := func(name string) plan.Phase {
+		return plan.Phase{Name: name, Status: plan.StatusSkipped, Reason: "not in this test"}
+	}
 	return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, ID: "mp-000000000002", Hash: "sha256:2",
 		Cluster: plan.Cluster{UID: "uid-1"}, Mesh: plan.Mesh{Fingerprint: plan.MeshFingerprint(obs.report)},
 		Waves: []plan.Wave{{Number: 1, Namespaces: []string{"front"}}, {Number: 2, Namespaces: []string{"shop"}}},

@@ -287,7 +287,9 @@ func (p *Prometheus) ShadowDecisions(ctx context.Context, ns string, window time
 			c.Denied += float64(s.Value)
 		}
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i][0] < keys[j][0] || keys[i][0] == keys[j][0] && keys[i][1] < keys[j][1] })
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i][0] < keys[j][0] || keys[i][0] == keys[j][0] && keys[i][1] < keys[j][1]
+	})
 	out := make([]ShadowCount, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, *byKey[k])
