@@ -1045,8 +1045,8 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 	switch gate.Name {
 	case plan.GateNoPlaintext:
 		since := e.verifySince(p, pn)
-		if e.shortWindow(p, ns, gate.Name, since) {
-			return ShortWindowGate(e.now().Sub(since), p.VerifyFloor(), since, e.now()), nil
+		if short, err := e.shortWindow(ctx, p, ns, gate.Name, since); err != nil || short {
+			return ShortWindowGate(gate.Name, e.now().Sub(since), p.VerifyFloor(), since, "when the namespace or a caller it waits for was meshed, or --verify-window", e.now()), err
 		}
 		_, r, err := e.Observer.Audit(ctx, []string{ns}, since)
 		if err != nil {
@@ -1135,22 +1135,32 @@ func (e *Executor) verifySince(p *plan.Plan, pn *plan.Namespace) time.Time {
 }
 
 // shortWindow tells whether a traffic gate's window, since `since`, is
-// under the plan's floor and so cannot be judged. With
+// under the plan's floor and so cannot be judged. A window that reaches
+// the floor within --timeout is waited for. With
 // --allow-short-verify-window it is judged anyway, and the checkpoint
 // records that it was.
-func (e *Executor) shortWindow(p *plan.Plan, ns, gate string, since time.Time) bool {
+func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate string, since time.Time) (bool, error) {
 	window, floor := e.now().Sub(since), p.VerifyFloor()
-	if window >= floor {
-		return false
+	switch {
+	case window >= floor:
+		return false, nil
+	case e.Options.AllowShortWindow:
+		note := fmt.Sprintf("%s gate %s judged over %s, under the plan's minimum of %s: --allow-short-verify-window by %s", e.now().Format(time.RFC3339), gate, window.Round(time.Second), floor, e.Options.Identity)
+		e.logf(ns, "warning: %s", note)
+		cp := e.cps[ns]
+		cp.Overrides = append(cp.Overrides, note)
+		return false, nil
+	case floor-window > e.Options.Timeout:
+		return true, nil
 	}
-	if !e.Options.AllowShortWindow {
-		return true
+	wait := floor - window
+	e.logf(ns, "gate %s: waiting %s for its window to reach the plan's minimum of %s", gate, wait.Round(time.Second), floor)
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(wait):
 	}
-	note := fmt.Sprintf("%s gate %s judged over %s, under the plan's minimum of %s: --allow-short-verify-window by %s", e.now().Format(time.RFC3339), gate, window.Round(time.Second), floor, e.Options.Identity)
-	e.logf(ns, "warning: %s", note)
-	cp := e.cps[ns]
-	cp.Overrides = append(cp.Overrides, note)
-	return false
+	return false, nil
 }
 
 // shadowGate evaluates the authz phase's no-shadow-denials gate over the
@@ -1171,9 +1181,10 @@ func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase strin
 		}
 	}
 	var g GateResult
-	if e.shortWindow(p, ns, plan.GateNoShadowDenials, since) {
-		g = ShortWindowGate(e.now().Sub(since), p.VerifyFloor(), since, e.now())
-		g.Name = plan.GateNoShadowDenials
+	if short, err := e.shortWindow(ctx, p, ns, plan.GateNoShadowDenials, since); err != nil {
+		return nil, err
+	} else if short {
+		g = ShortWindowGate(plan.GateNoShadowDenials, e.now().Sub(since), p.VerifyFloor(), since, "when the dry-run policies were applied", e.now())
 		return &g, nil
 	}
 	counts, window, err := e.Observer.ShadowDecisions(ctx, ns, since)

@@ -142,13 +142,13 @@ func unseenExpected(nr *audit.NamespaceReport, exp Expect) []string {
 	return out
 }
 
-// ShortWindowGate is the verify gate's verdict when its window is shorter
+// ShortWindowGate is a traffic gate's verdict when its window is shorter
 // than the plan's floor: inconclusive, without reading telemetry, saying
-// when it can be judged.
-func ShortWindowGate(window, floor time.Duration, since, now time.Time) GateResult {
-	return GateResult{Name: "no-plaintext", At: now, Result: GateUnsettled,
-		Message: fmt.Sprintf("the window is %s (since %s, when the namespace or a caller it waits for was meshed), under the plan's minimum of %s (options.minVerifyWindow): too little traffic time to tell; re-run apply after %s",
-			window.Round(time.Second), since.UTC().Format(time.RFC3339), floor, since.Add(floor).UTC().Format(time.RFC3339))}
+// when it can be judged. start says what started the window.
+func ShortWindowGate(name string, window, floor time.Duration, since time.Time, start string, now time.Time) GateResult {
+	return GateResult{Name: name, At: now, Result: GateUnsettled,
+		Message: fmt.Sprintf("the window is %s (since %s, %s), under the plan's minimum of %s (options.minVerifyWindow): too little traffic time to tell; re-run apply after %s",
+			window.Round(time.Second), since.UTC().Format(time.RFC3339), start, floor, since.Add(floor).UTC().Format(time.RFC3339))}
 }
 
 // onlyTrafficBlockers is true when nothing but the lack of traffic keeps the

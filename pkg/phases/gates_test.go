@@ -265,7 +265,7 @@ func TestVerifyGateExpectedCallerUnseenInconclusive(t *testing.T) {
 
 func TestShortWindowGate(t *testing.T) {
 	since := t0.Add(-90 * time.Second)
-	g := ShortWindowGate(90*time.Second, 10*time.Minute, since, t0)
+	g := ShortWindowGate("no-plaintext", 90*time.Second, 10*time.Minute, since, "when the namespace was meshed", t0)
 	if g.Result != GateUnsettled || !strings.Contains(g.Message, "under the plan's minimum of 10m0s") || !strings.Contains(g.Message, since.Add(10*time.Minute).Format(time.RFC3339)) {
 		t.Errorf("%s %q", g.Result, g.Message)
 	}
