@@ -95,6 +95,10 @@ func key(s Series) string {
 		fmt.Fprintf(&b, "%s=%q", k, s.Labels[k])
 	}
 	b.WriteString("}")
+	if s.PodsOf != "" {
+		// One entry per app, expanded per pod when served.
+		b.WriteString(" per pod of " + s.PodsOf)
+	}
 	return b.String()
 }
 

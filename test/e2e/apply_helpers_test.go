@@ -49,8 +49,14 @@ func newEstate(ctx context.Context, t *testing.T, c *envconf.Config, prefix stri
 // file; the plan must have no blocked step.
 func planEstate(t *testing.T, c *envconf.Config, est *e2e.Estate, dir string, extra ...string) (string, *plan.Plan) {
 	t.Helper()
+	return planGraph(t, c, est, dir, est.Graph(), extra...)
+}
+
+// planGraph is planEstate from another recorded graph.
+func planGraph(t *testing.T, c *envconf.Config, est *e2e.Estate, dir, recorded string, extra ...string) (string, *plan.Plan) {
+	t.Helper()
 	graph := filepath.Join(dir, "traffic.yaml")
-	if err := os.WriteFile(graph, []byte(est.Graph()), 0o644); err != nil {
+	if err := os.WriteFile(graph, []byte(recorded), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	args := append([]string{"plan", "-n", est.Front + "," + est.Back, "--traffic-file", graph, "-o", "yaml", "--min-verify-window", "5s"}, extra...)
