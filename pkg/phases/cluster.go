@@ -36,6 +36,10 @@ type Cluster struct {
 	// DryRun is DryRunClient (no write is sent) or DryRunServer (every
 	// write is sent with dryRun=All); empty or DryRunNone writes.
 	DryRun string
+
+	// pause waits between lock attempts (nil: the real clock; tests pass
+	// time with it).
+	pause func(ctx context.Context, d time.Duration) error
 }
 
 // kinds maps the kinds a plan touches to their resources.
