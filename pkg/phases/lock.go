@@ -2,6 +2,7 @@ package phases
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -76,6 +77,11 @@ type Lock struct {
 	identity string
 	duration time.Duration
 	lease    *coordinationv1.Lease
+	// renewed is when this run sent its last write of the lease that
+	// succeeded, by its own clock (guarded by Locks.mu once shared): no
+	// other run can take the lease over until it has watched it unchanged
+	// for the duration after that.
+	renewed time.Time
 	// TookOver names the holder of a dead run's lease this lock replaced.
 	TookOver string
 }
@@ -207,9 +213,12 @@ func (c *Cluster) pauseFor(ctx context.Context, d time.Duration) error {
 
 func (c *Cluster) tryAcquire(ctx context.Context, ns, identity string, duration time.Duration, now func() time.Time, w *leaseWatch) (*Lock, error) {
 	leases := c.Kube.CoordinationV1().Leases(ns)
-	t := metav1.NewMicroTime(now())
+	start := now()
+	t := metav1.NewMicroTime(start)
 	secs := int32(duration / time.Second)
-	lk := &Lock{c: c, ns: ns, identity: identity, duration: duration}
+	// The fence goes by the whole seconds the Lease stores: what another
+	// run watches it for.
+	lk := &Lock{c: c, ns: ns, identity: identity, duration: time.Duration(secs) * time.Second, renewed: start}
 	var cur *coordinationv1.Lease
 	err := onTransient(ctx, func() error {
 		var err error
@@ -347,23 +356,33 @@ func (c *Cluster) Unlock(ctx context.Context, ns string) (*LockInfo, error) {
 
 // Locks holds the locks of one run and keeps them alive: each lock is
 // renewed from the moment it is taken, also while the run waits for the
-// next one.
+// next one. While held they fence the run's writes (Cluster.fence).
 type Locks struct {
-	mu   sync.Mutex
+	c   *Cluster
+	now func() time.Time
+	mu  sync.Mutex
+	// held and lost (the renewal that failed), and each Lock's renewed,
+	// are guarded by mu.
 	held []*Lock
+	lost error
 	stop chan struct{}
 	done chan struct{}
 }
 
+// ErrLockLost is the fence's refusal: a run that lost its lock writes
+// nothing more.
+var ErrLockLost = errors.New("this run lost its lock")
+
 // AcquireAll locks the namespaces in name order (two runs over overlapping
 // sets then cannot each hold a part the other waits for), renewing every
 // third of duration; lost is called (once) if a renewal fails, to stop the
-// run. On failure it releases what it took.
+// run. On failure it releases what it took. Once they are all taken, the
+// locks fence c's writes until Release or Delete.
 func (c *Cluster) AcquireAll(ctx context.Context, namespaces []string, identity string, duration, wait time.Duration, now func() time.Time, lost func(error)) (*Locks, error) {
 	names := append([]string(nil), namespaces...)
 	sort.Strings(names)
-	ls := &Locks{stop: make(chan struct{}), done: make(chan struct{})}
-	go ls.keepAlive(ctx, duration, now, lost)
+	ls := &Locks{c: c, now: now, stop: make(chan struct{}), done: make(chan struct{})}
+	go ls.keepAlive(ctx, duration, lost)
 	for _, ns := range names {
 		lk, err := c.Acquire(ctx, ns, identity, duration, wait, now)
 		if err != nil {
@@ -374,6 +393,7 @@ func (c *Cluster) AcquireAll(ctx context.Context, namespaces []string, identity 
 		ls.held = append(ls.held, lk)
 		ls.mu.Unlock()
 	}
+	c.fence.Store(ls)
 	return ls, nil
 }
 
@@ -384,7 +404,7 @@ func (ls *Locks) Held() []*Lock {
 	return append([]*Lock(nil), ls.held...)
 }
 
-func (ls *Locks) keepAlive(ctx context.Context, duration time.Duration, now func() time.Time, lost func(error)) {
+func (ls *Locks) keepAlive(ctx context.Context, duration time.Duration, lost func(error)) {
 	defer close(ls.done)
 	t := time.NewTicker(duration / 3)
 	defer t.Stop()
@@ -395,18 +415,62 @@ func (ls *Locks) keepAlive(ctx context.Context, duration time.Duration, now func
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, lk := range ls.Held() {
-				if err := lk.Renew(ctx, now()); err != nil {
+			if err := ls.renew(ctx); err != nil {
+				if ctx.Err() == nil {
 					lost(err)
-					return
 				}
+				return
 			}
 		}
 	}
 }
 
-// stopRenewing ends the renewals (idempotent).
+// renew renews every lock once. A failure closes the fence first, then is
+// returned; one because the run was cancelled does not: its locks stay
+// good until the duration after their last renewal.
+func (ls *Locks) renew(ctx context.Context) error {
+	for _, lk := range ls.Held() {
+		// The time before the write: the lease is ours for the duration
+		// after it, whenever the server applied the write.
+		t := ls.now()
+		err := lk.Renew(ctx, t)
+		ls.mu.Lock()
+		switch {
+		case err == nil:
+			lk.renewed = t
+		case ctx.Err() == nil:
+			ls.lost = err
+		}
+		ls.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fenced says whether the run may still write: no renewal failed and every
+// lock was renewed less than its duration ago by this run's clock (another
+// run takes a lease over only after watching it unrenewed that long).
+func (ls *Locks) fenced() error {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.lost != nil {
+		return fmt.Errorf("%w (%v)", ErrLockLost, ls.lost)
+	}
+	t := ls.now()
+	for _, lk := range ls.held {
+		if age := t.Sub(lk.renewed); age >= lk.duration {
+			return fmt.Errorf("%w (its lock %s/%s was last renewed %s ago, and a lock unrenewed for %s may be taken over)",
+				ErrLockLost, lk.ns, LeaseName, age.Round(time.Second), shortDuration(lk.duration))
+		}
+	}
+	return nil
+}
+
+// stopRenewing ends the renewals and the fence (idempotent).
 func (ls *Locks) stopRenewing() {
+	ls.c.fence.CompareAndSwap(ls, nil)
 	if ls.stop != nil {
 		close(ls.stop)
 		<-ls.done
