@@ -299,3 +299,31 @@ func TestConfirm(t *testing.T) {
 		t.Errorf("--yes: %v, prompted %q; want no question", err, out.String())
 	}
 }
+
+// status shows a lock's times as its holder's and never calls it expired
+// by this machine's clock: that may only differ from the holder's.
+func TestStatusDoesNotJudgeALockByTheClock(t *testing.T) {
+	for renewed, want := range map[string]string{
+		"2020-03-01T12:00:10.000000Z": `held by "bob@ci pid 2 run bbbbbb" (renewed 2020-03-01T12:00:10Z, by its clock; past its expiry 2020-03-01T12:00:40Z by this one: a dead holder, or clocks that differ)`,
+		"2099-03-01T12:00:10.000000Z": `held by "bob@ci pid 2 run bbbbbb" (renewed 2099-03-01T12:00:10Z, expires 2099-03-01T12:00:40Z unless renewed)`,
+	} {
+		api, kubeconfig := startAPI(t)
+		lease := `{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"meshmigrate-lock","namespace":"shop","resourceVersion":"7"},
+"spec":{"holderIdentity":"bob@ci pid 2 run bbbbbb","leaseDurationSeconds":30,"acquireTime":"2020-03-01T12:00:00.000000Z","renewTime":"` + renewed + `"}}`
+		serve := func(body string) func(http.ResponseWriter, []byte) {
+			return func(w http.ResponseWriter, _ []byte) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(body))
+			}
+		}
+		api.routes["GET /api/v1/namespaces/shop"] = serve(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}`)
+		api.routes["GET /api/v1/namespaces/shop/configmaps/meshmigrate-checkpoint"] = func(w http.ResponseWriter, _ []byte) {
+			status(w, http.StatusNotFound, "NotFound", "not found")
+		}
+		api.routes["GET /apis/coordination.k8s.io/v1/namespaces/shop/leases/meshmigrate-lock"] = serve(lease)
+		out, stderr, code := runAgainst(t, kubeconfig, nil, "status", "-n", "shop", "-o", "table")
+		if code != ExitOK || !strings.Contains(out, want) || strings.Contains(out, "expired") {
+			t.Errorf("renewed %s: exit %d, stdout %q, stderr %q; want %q and never \"expired\"", renewed, code, out, stderr, want)
+		}
+	}
+}
