@@ -44,12 +44,15 @@ const applyExample = `  # See what the plan would do, without changing anything
 // ExecFlags are the flags of the commands that change the cluster (apply,
 // rollback).
 type ExecFlags struct {
-	DryRun       string
-	Yes          bool
-	Timeout      time.Duration
-	Concurrency  int
-	LockWait     time.Duration
-	VerifyWindow time.Duration
+	DryRun      string
+	Yes         bool
+	Timeout     time.Duration
+	Concurrency int
+	LockWait    time.Duration
+	// LeaseDuration is how long another run must watch this run's lock
+	// unrenewed before it takes it over; it is renewed every third of it.
+	LeaseDuration time.Duration
+	VerifyWindow  time.Duration
 	// AllowShortWindow lifts the plan's minVerifyWindow floor.
 	AllowShortWindow bool
 	Traffic          TrafficFlags
@@ -61,7 +64,8 @@ func (f *ExecFlags) AddFlags(fs *pflag.FlagSet, gates bool) {
 	fs.Lookup("dry-run").NoOptDefVal = phases.DryRunClient
 	fs.BoolVar(&f.Yes, "yes", false, "Do not ask for confirmation (scripts)")
 	fs.DurationVar(&f.Timeout, "timeout", 5*time.Minute, "How long to wait for each rollout and each gate to settle")
-	fs.DurationVar(&f.LockWait, "wait-for-lock", 0, "How long to wait for another run's lock on a namespace (0: fail at once, naming the holder)")
+	fs.DurationVar(&f.LockWait, "wait-for-lock", 0, "How long to wait for another run's lock on a namespace (0: fail at once, naming the holder); a dead run's lock is taken over once this run has watched it unrenewed for its lease duration")
+	fs.DurationVar(&f.LeaseDuration, "lease-duration", phases.DefaultLeaseDuration, "How long another run must watch this run's lock unrenewed before it takes it over (renewed every third of it); at least 3s")
 	fs.IntVar(&f.Concurrency, "concurrency", 4, "How many namespaces, and rollouts within one, to handle at once")
 	if gates {
 		fs.StringVar(&f.Traffic.PrometheusURL, "prometheus-url", "", "Prometheus the traffic gates read (default: a Prometheus service found in the cluster, through the API server's service proxy)")
@@ -85,6 +89,11 @@ func (f *ExecFlags) Validate() error {
 		return fmt.Errorf("--concurrency must be at least 1, got %d", f.Concurrency)
 	case f.LockWait < 0:
 		return fmt.Errorf("--wait-for-lock must not be negative, got %s", f.LockWait)
+	case f.LeaseDuration < minLeaseDuration:
+		// Renewed every third of it: shorter, one slow API call loses it.
+		return fmt.Errorf("--lease-duration must be at least %s, got %s", minLeaseDuration, f.LeaseDuration)
+	case f.LeaseDuration%time.Second != 0:
+		return fmt.Errorf("--lease-duration must be whole seconds (the Lease stores seconds), got %s", f.LeaseDuration)
 	case f.VerifyWindow < 0:
 		return fmt.Errorf("--verify-window must not be negative, got %s", f.VerifyWindow)
 	case f.Traffic.PrometheusURL != "" && f.Traffic.PrometheusService != "":
@@ -92,6 +101,9 @@ func (f *ExecFlags) Validate() error {
 	}
 	return nil
 }
+
+// minLeaseDuration is the shortest --lease-duration.
+const minLeaseDuration = 3 * time.Second
 
 func (f *ExecFlags) dry() bool { return f.DryRun != phases.DryRunNone }
 
@@ -110,7 +122,7 @@ func newExecutor(configFlags *genericclioptions.ConfigFlags, out io.Writer, f *E
 		return nil, fmt.Errorf("build the dynamic client: %w", err)
 	}
 	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
-	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, phases.DefaultLeaseDuration, identity()
+	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, f.LeaseDuration, identity()
 	opts.AllowShortWindow = f.AllowShortWindow
 	return &phases.Executor{
 		Cluster:  &phases.Cluster{Kube: reader.Kube, Dynamic: dyn, DryRun: f.DryRun},

@@ -243,9 +243,12 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		}
 		lock := "free"
 		if s.Lock != nil && s.Lock.Held {
-			lock = fmt.Sprintf("held by %q until %s", s.Lock.Holder, s.Lock.Expires.Format(time.RFC3339))
+			// The times are the holder's clock: a past expiry on this one
+			// may be a dead holder or clocks that differ, so it is not
+			// called expired (a waiting run watches the lease to tell).
+			lock = fmt.Sprintf("held by %q (renewed %s, expires %s unless renewed)", s.Lock.Holder, s.Lock.Renewed.Format(time.RFC3339), s.Lock.Expires.Format(time.RFC3339))
 			if time.Now().After(s.Lock.Expires) {
-				lock = fmt.Sprintf("expired (last holder %q, renewed %s)", s.Lock.Holder, s.Lock.Renewed.Format(time.RFC3339))
+				lock = fmt.Sprintf("held by %q (renewed %s, by its clock; past its expiry %s by this one: a dead holder, or clocks that differ)", s.Lock.Holder, s.Lock.Renewed.Format(time.RFC3339), s.Lock.Expires.Format(time.RFC3339))
 			}
 		}
 		updated := "-"
@@ -281,8 +284,9 @@ func newCmdUnlock(configFlags *genericclioptions.ConfigFlags, streams genericioo
 	return &cobra.Command{
 		Use:   "unlock -n NS",
 		Short: "Release a namespace's lock whose holder you know is dead",
-		Long: `A run renews its lock while it works; a crashed run's lock expires on its own
-and the next apply takes it over. Unlock releases it at once, for the operator
+		Long: `A run renews its lock while it works; a crashed run's lock is taken over by
+the next apply once that has watched it unrenewed for its lease duration
+(30s by default). Unlock releases it at once, for the operator
 who knows the holder is dead. Releasing the lock of a live run lets a second
 run in beside it: check "kubectl meshmigrate status" first.`,
 		Args: cobra.NoArgs,

@@ -318,8 +318,8 @@ func (e *Executor) noCheckpoint(ctx context.Context, ns, to string) error {
 	if err != nil || lock == nil {
 		return err
 	}
-	if lock.Held && e.Now().Before(lock.Expires) {
-		return fmt.Errorf("namespace %s has no checkpoint but its lock is held by %q: a run is starting there", ns, lock.Holder)
+	if lock.Held {
+		return fmt.Errorf("namespace %s has no checkpoint but its lock is held by %q: a run may be starting there; if you know that run is dead, `kubectl meshmigrate unlock -n %s`, then roll back again", ns, lock.Holder, ns)
 	}
 	if err := e.Cluster.deleteLease(ctx, ns); err != nil {
 		return err
