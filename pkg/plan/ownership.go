@@ -50,10 +50,12 @@ func (b *builder) notTakenOver(ns string, ph Phase) Phase {
 			continue
 		}
 		refusal := cluster.TakeoverRefusal(kind+" "+ns+"/"+name, owners)
-		if st.Status == StatusBlocked {
-			st.Reason = refusal + "; and " + st.Reason
-		} else {
-			st.Status, st.Reason, st.Forced = StatusBlocked, refusal, false
+		switch {
+		case st.Status == StatusBlocked || st.Forced:
+			// Not a change for the owner's source either, yet.
+			st.Status, st.Reason, st.Forced = StatusBlocked, refusal+"; and "+st.Reason, false
+		default:
+			st.Status, st.Reason, st.Owner = StatusBlocked, refusal, owners[0].String()
 		}
 		blocked = true
 	}

@@ -95,3 +95,26 @@ func TestAnOwnerAppearingMakesThePlanStale(t *testing.T) {
 		t.Errorf("changes = %q", changes)
 	}
 }
+
+func TestOutDirRendersAnOwnedPolicysChangeForItsOwner(t *testing.T) {
+	s, g := cleanEstate()
+	s.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: "shop", Name: "default", Mode: cluster.ModeDisable, CreatedAt: t0, Ownership: argoOwned}}
+	p := build(t, s, g, plan.Options{})
+	if st := oneStep(t, phaseOf(t, p, "shop", plan.PhaseStrict), "PeerAuthentication/default"); st.Owner != "Argo CD (application shop-mesh)" {
+		t.Errorf("owner of the blocked step = %q", st.Owner)
+	}
+	files, err := p.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, mode := range map[string]string{"shop/02-permissive.yaml": "PERMISSIVE", "shop/03-strict.yaml": "STRICT"} {
+		f := string(files[name])
+		if !strings.Contains(f, "# MANAGED BY Argo CD (application shop-mesh) PeerAuthentication/default: the tool does not apply it; make this change in the owner's source") ||
+			!strings.Contains(f, "mode: "+mode) {
+			t.Errorf("%s does not render the change for Argo CD:\n%s", name, f)
+		}
+		if strings.Contains(f, plan.LabelManagedBy) || strings.Contains(f, plan.LabelPlanID) {
+			t.Errorf("%s claims the policy with the tool's labels:\n%s", name, f)
+		}
+	}
+}
