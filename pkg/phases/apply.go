@@ -458,6 +458,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 			e.logf(ns, "%s: FORCED by --force-strict over: %s", phase, st.Reason)
 		}
 		r, err := e.runStep(ctx, p, ns, phase, i, st, out)
+		if reason, ok := refused(err); ok {
+			return e.stopPhase(ctx, ns, rec, reason, out)
+		}
 		if err != nil {
 			return fmt.Errorf("%s %s %s: %w", ns, phase, st.Target, err)
 		}
@@ -788,6 +791,9 @@ func (e *Executor) capture(ctx context.Context, p *plan.Plan, ns string, st plan
 		u := Undo{APIVersion: apiVersion}
 		if cur != nil {
 			u.Existed, u.Prior = true, Clean(cur.Object)
+			if err := captureOwnership(&u, ns, st.Target, cur); err != nil {
+				return Undo{}, err
+			}
 		}
 		return u, nil
 	}

@@ -1,0 +1,135 @@
+package phases
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/managedfields"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+var paGVR = schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}
+
+// newOwnedCluster is a FAKE API server that keeps field ownership as a real
+// one does: the dynamic client is served by client-go's field-managed
+// object tracker, whose writes go through the API server's own field
+// manager (k8s.io/apimachinery managedfields), with a deduced type
+// converter for the unstructured Istio kinds. The typed clientset holds the
+// checkpoint and the Lease.
+func newOwnedCluster(t *testing.T) (*Cluster, *dynamicfake.FakeDynamicClient) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, gvk := range []schema.GroupVersionKind{
+		{Version: "v1", Kind: "Namespace"},
+		{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
+		{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicy"},
+	} {
+		scheme.AddKnownTypeWithName(gvk, &unstructured.Unstructured{})
+		scheme.AddKnownTypeWithName(gvk.GroupVersion().WithKind(gvk.Kind+"List"), &unstructured.UnstructuredList{})
+	}
+	tracker := k8stesting.NewFieldManagedObjectTracker(scheme, serializer.NewCodecFactory(scheme).UniversalDecoder(), managedfields.NewDeducedTypeConverter())
+	dyn := dynamicfake.NewSimpleDynamicClient(scheme)
+	dyn.PrependReactor("*", "*", k8stesting.ObjectReaction(tracker))
+	return &Cluster{Kube: fake.NewClientset(), Dynamic: dyn}, dyn
+}
+
+// seed creates obj as manager would: kubectl create, or an owner's apply.
+func seed(t *testing.T, dyn *dynamicfake.FakeDynamicClient, gvr schema.GroupVersionResource, manager string, apply bool, obj map[string]any) {
+	t.Helper()
+	u := &unstructured.Unstructured{Object: obj}
+	res := dyn.Resource(gvr).Namespace(u.GetNamespace())
+	var err error
+	if apply {
+		_, err = res.Apply(context.Background(), u.GetName(), u, metav1.ApplyOptions{FieldManager: manager, Force: true})
+	} else {
+		_, err = res.Create(context.Background(), u, metav1.CreateOptions{FieldManager: manager})
+	}
+	if err != nil {
+		t.Fatalf("%s %s: %v", manager, u.GetName(), err)
+	}
+}
+
+func shopNamespace(t *testing.T, dyn *dynamicfake.FakeDynamicClient) {
+	t.Helper()
+	if _, err := dyn.Resource(kinds["Namespace"]).Create(context.Background(), namespaceObj("shop", map[string]any{"istio.io/rev": "1-30"}), metav1.CreateOptions{FieldManager: "kubectl-create"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func peerAuth(mode string, annotations map[string]any) map[string]any {
+	md := map[string]any{"name": "default", "namespace": "shop"}
+	if annotations != nil {
+		md["annotations"] = annotations
+	}
+	return map[string]any{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": md,
+		"spec": map[string]any{"mtls": map[string]any{"mode": mode}}}
+}
+
+// argoTracking is what Argo CD's annotation tracking puts on what it syncs.
+var argoTracking = map[string]any{cluster.AnnotationArgoTrackingID: "shop-mesh:security.istio.io/PeerAuthentication:shop/default"}
+
+func getPA(t *testing.T, dyn *dynamicfake.FakeDynamicClient) *unstructured.Unstructured {
+	t.Helper()
+	pa, err := dyn.Resource(paGVR).Namespace("shop").Get(context.Background(), "default", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pa
+}
+
+func fieldManagers(obj *unstructured.Unstructured) []string {
+	var out []string
+	for _, f := range obj.GetManagedFields() {
+		out = append(out, f.Manager)
+	}
+	return out
+}
+
+func TestApplyRefusesAtCaptureAPolicyAnOwnerTookSincePlanning(t *testing.T) {
+	c, dyn := newOwnedCluster(t)
+	shopNamespace(t, dyn)
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	// Since the plan was made, the policy went into an Argo CD application.
+	seed(t, dyn, paGVR, "argocd-controller", true, peerAuth("DISABLE", argoTracking))
+
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	pv, err := ex.Prepare(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := ex.Apply(context.Background(), p, pv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "PeerAuthentication shop/default is managed by Argo CD (application shop-mesh): the next sync would revert this change; make it in Git instead (kubectl meshmigrate plan --out-dir renders the manifests), or remove it from the application"
+	if len(res.Stops) != 1 || res.Stops[0].Phase != plan.PhasePermissive || res.Stops[0].Reason != want {
+		t.Fatalf("stops = %+v, want the permissive phase stopped with\n%s\n%s", res.Stops, want, out.String())
+	}
+	pa := getPA(t, dyn)
+	if mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode"); mode != "DISABLE" || slices.Contains(fieldManagers(pa), FieldManager) {
+		t.Errorf("the policy was written over its owner: mode %s, managers %v", mode, fieldManagers(pa))
+	}
+	cp, _ := c.LoadCheckpoint(context.Background(), "shop")
+	for _, r := range cp.Records {
+		if r.Target == "PeerAuthentication/default" {
+			t.Errorf("a record for a refused step: %+v", r)
+		}
+	}
+	if st := cp.Phase(plan.PhasePermissive).State; st != StateStopped {
+		t.Errorf("permissive is %s, want stopped", st)
+	}
+}
