@@ -483,6 +483,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		}
 		return nil
 	}
+	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
+		return err
+	}
 	var gate *GateResult
 	if check != nil {
 		g, err := e.phaseGate(ctx, p, pn, phase, check, ph.Steps)
@@ -497,6 +500,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		if phase == plan.PhaseVerify {
 			e.markVerified(ns)
 		}
+	}
+	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
+		return err
 	}
 	e.logf(ns, "%s: done", phase)
 	return e.finishPhase(ctx, ns, rec, StateDone, "", gate)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
@@ -131,5 +134,111 @@ func TestApplyRefusesAtCaptureAPolicyAnOwnerTookSincePlanning(t *testing.T) {
 	}
 	if st := cp.Phase(plan.PhasePermissive).State; st != StateStopped {
 		t.Errorf("permissive is %s, want stopped", st)
+	}
+}
+
+// revertingObserver plays an owner that reverts the policy once the plan
+// has written it: its sync lands while apply checks the phase's gate.
+type revertingObserver struct {
+	*fakeObserver
+	dyn    *dynamicfake.FakeDynamicClient
+	t      *testing.T
+	change map[string]any
+	done   bool
+}
+
+func (o *revertingObserver) Audit(ctx context.Context, ns []string, since time.Time) (*cluster.Snapshot, *audit.Report, error) {
+	if pa, err := o.dyn.Resource(paGVR).Namespace("shop").Get(ctx, "default", metav1.GetOptions{}); err == nil && !o.done && pa.GetLabels()[plan.LabelPlanID] != "" {
+		seed(o.t, o.dyn, paGVR, "argocd-controller", true, o.change)
+		o.done = true
+	}
+	return o.fakeObserver.Audit(ctx, ns, since)
+}
+
+func TestAnOwnersRevertBetweenPhasesStopsTheRunNamingTheManager(t *testing.T) {
+	c, dyn := newOwnedCluster(t)
+	shopNamespace(t, dyn)
+	// Made by hand: the plan may change it.
+	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
+	obs := &revertingObserver{fakeObserver: &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}, dyn: dyn, t: t,
+		// Argo CD adopts it with self-heal on, and syncs Git's DISABLE back.
+		change: peerAuth("DISABLE", argoTracking)}
+	p := onePlan(t, obs.fakeObserver)
+
+	var out bytes.Buffer
+	ex := newExecutor(c, obs.fakeObserver, &out)
+	ex.Observer = obs
+	pv, err := ex.Prepare(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := ex.Apply(context.Background(), p, pv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !obs.done {
+		t.Fatal("the owner never reverted the policy")
+	}
+	if len(res.Stops) != 1 || res.Stops[0].Phase != plan.PhasePermissive {
+		t.Fatalf("stops = %+v, want the permissive phase stopped\n%s", res.Stops, out.String())
+	}
+	reason := res.Stops[0].Reason
+	for _, want := range []string{
+		`PeerAuthentication shop/default is no longer as phase permissive of this plan wrote it: changed by "argocd-controller" at `,
+		"managed by Argo CD (application shop-mesh): the next sync would revert this change",
+		"kubectl meshmigrate rollback -n shop --to inject",
+	} {
+		if !strings.Contains(reason, want) {
+			t.Errorf("the stop does not say %q:\n%s", want, reason)
+		}
+	}
+	cp, _ := c.LoadCheckpoint(context.Background(), "shop")
+	if cp.PhaseDone(plan.PhasePermissive) || cp.Phase(plan.PhasePermissive).State != StateStopped {
+		t.Errorf("a reverted phase is %s, want stopped", cp.Phase(plan.PhasePermissive).State)
+	}
+}
+
+// liveObserver reports the namespace's mode as the live policy has it, so
+// the policy gates see what apply wrote.
+type liveObserver struct {
+	*fakeObserver
+	dyn *dynamicfake.FakeDynamicClient
+}
+
+func (o *liveObserver) Audit(ctx context.Context, ns []string, since time.Time) (*cluster.Snapshot, *audit.Report, error) {
+	if pa, err := o.dyn.Resource(paGVR).Namespace("shop").Get(ctx, "default", metav1.GetOptions{}); err == nil {
+		mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode")
+		o.report = shopReport(mode, "namespace")
+	}
+	return o.fakeObserver.Audit(ctx, ns, since)
+}
+
+func TestAPolicyALaterPhaseRewroteIsNoRevert(t *testing.T) {
+	c, dyn := newOwnedCluster(t)
+	shopNamespace(t, dyn)
+	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
+	obs := &liveObserver{fakeObserver: &fakeObserver{report: shopReport("DISABLE", "namespace")}, dyn: dyn}
+	p := onePlan(t, obs.fakeObserver)
+	ns := &p.Namespaces[0]
+	ns.Phases[2] = plan.Phase{Name: plan.PhaseVerify, Status: plan.StatusDone, Reason: "judged elsewhere"}
+	ns.Phases = append(ns.Phases, plan.Phase{Name: plan.PhaseStrict, Status: plan.StatusPending, Steps: []plan.Step{
+		{Action: plan.ActionApply, Target: "PeerAuthentication/default", Status: plan.StatusPending, Object: peerAuth("STRICT", nil)}}})
+
+	var out bytes.Buffer
+	ex := newExecutor(c, obs.fakeObserver, &out)
+	ex.Observer = obs
+	pv, err := ex.Prepare(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := ex.Apply(context.Background(), p, pv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The permissive record no longer matches the policy, which strict
+	// rewrote: only the last write of this plan counts.
+	cp, _ := c.LoadCheckpoint(context.Background(), "shop")
+	if len(res.Stops) != 0 || !cp.PhaseDone(plan.PhaseStrict) {
+		t.Errorf("stops %+v, strict %s\n%s", res.Stops, cp.Phase(plan.PhaseStrict).State, out.String())
 	}
 }
