@@ -2,13 +2,18 @@ package phases
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -18,8 +23,9 @@ import (
 // server-side apply with force would take the fields they set, and their
 // next sync would silently put them back while the checkpoint says done.
 // The plan blocks such steps; apply checks again at capture (an owner may
-// have appeared since), and checks after each phase that what it applied
-// is still as written.
+// have appeared since), checks after each phase that what it applied is
+// still as written, and rollback gives every field back to the manager
+// that held it.
 
 // refusal is a step apply will not make. runPhase stops there, as before a
 // step the plan blocks: recorded, exit 2, resumable once it is resolved.
@@ -48,11 +54,13 @@ func ownershipOf(obj *unstructured.Unstructured) cluster.Ownership {
 }
 
 // captureOwnership refuses to apply over cur, the live object of target,
-// when someone else manages it, with the plan's own words.
+// when someone else manages it, with the plan's own words; else it records
+// cur's managedFields in u for rollback to give the fields back.
 func captureOwnership(u *Undo, ns, target string, cur *unstructured.Unstructured) error {
 	if owners := ownershipOf(cur).Owners(); len(owners) > 0 {
 		return &refusal{reason: cluster.TakeoverRefusal(objectName(ns, target), owners)}
 	}
+	u.PriorManagedFields = cur.GetManagedFields()
 	return nil
 }
 
@@ -153,4 +161,79 @@ func lastWriter(obj *unstructured.Unstructured) string {
 		s += " at " + last.Time.UTC().Format(time.RFC3339)
 	}
 	return s
+}
+
+// restoreOwnership gives the fields of obj, which rollback restored (or
+// found as it was), back to the managers that held them before the change:
+// the plan's apply, and rollback's apply of the prior content, made this
+// tool their co-owner, and it must not keep fields it did not own before.
+// The managedFields recorded at capture are written back as they were; a
+// record made before they were recorded just loses this tool's entries.
+func (e *Executor) restoreOwnership(ctx context.Context, gvr schema.GroupVersionResource, ns string, r Record, obj *unstructured.Unstructured) error {
+	live := obj.GetManagedFields()
+	if !slices.ContainsFunc(live, isOurs) {
+		return nil
+	}
+	prior := r.Undo.PriorManagedFields
+	if len(prior) == 0 {
+		prior = slices.DeleteFunc(slices.Clone(live), isOurs)
+	}
+	if e.dry() {
+		e.logf(ns, "rollback: would give the fields of %s back to %s%s", r.Target, managerList(prior), e.dryNote())
+		return nil
+	}
+	if err := e.Cluster.resetManagedFields(ctx, gvr, ns, obj.GetName(), obj.GetResourceVersion(), prior); err != nil {
+		return fmt.Errorf("give the fields of %s back to %s: %w", r.Target, managerList(prior), err)
+	}
+	e.logf(ns, "rollback: gave the fields of %s back to %s", r.Target, managerList(prior))
+	return nil
+}
+
+func isOurs(f metav1.ManagedFieldsEntry) bool { return f.Manager == FieldManager }
+
+func managerList(fields []metav1.ManagedFieldsEntry) string {
+	var names []string
+	for _, f := range fields {
+		if !slices.Contains(names, f.Manager) {
+			names = append(names, f.Manager)
+		}
+	}
+	if len(names) == 0 {
+		return "no manager"
+	}
+	return strings.Join(names, ", ")
+}
+
+// resetManagedFields sets the object's managedFields to entries, with a
+// JSON patch conditional on the resourceVersion read. The API server takes
+// the managedFields a write sets as given on every write but apply, and a
+// write that changes no other field adds no entry of its own
+// (k8s.io/apimachinery managedfields: decodeLiveOrNew; structured-merge-diff
+// drops an empty field set); client-go's field-managed fake runs the same
+// code. [{}] clears them: an empty list would read as "leave them".
+func (c *Cluster) resetManagedFields(ctx context.Context, gvr schema.GroupVersionResource, ns, name, resourceVersion string, entries []metav1.ManagedFieldsEntry) error {
+	if !c.writes() {
+		return nil
+	}
+	var value any = entries
+	if len(entries) == 0 {
+		value = []map[string]any{{}}
+	}
+	var ops []map[string]any
+	if resourceVersion != "" {
+		ops = append(ops, map[string]any{"op": "test", "path": "/metadata/resourceVersion", "value": resourceVersion})
+	}
+	ops = append(ops, map[string]any{"op": "add", "path": "/metadata/managedFields", "value": value})
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return err
+	}
+	err = onTransient(ctx, func() error {
+		_, err := c.resource(gvr, ns).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: c.dryRun()})
+		return err
+	})
+	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
+		return fmt.Errorf("it changed since it was restored: %w", err)
+	}
+	return err
 }

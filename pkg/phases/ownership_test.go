@@ -3,6 +3,8 @@ package phases
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -98,6 +100,24 @@ func fieldManagers(obj *unstructured.Unstructured) []string {
 		out = append(out, f.Manager)
 	}
 	return out
+}
+
+// owns tells whether manager's entry holds spec.mtls.mode.
+func owns(t *testing.T, obj *unstructured.Unstructured, manager string) bool {
+	t.Helper()
+	for _, f := range obj.GetManagedFields() {
+		if f.Manager != manager || f.FieldsV1 == nil {
+			continue
+		}
+		var set map[string]any
+		if err := json.Unmarshal(f.FieldsV1.Raw, &set); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := unstructured.NestedFieldNoCopy(set, "f:spec", "f:mtls", "f:mode"); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func TestApplyRefusesAtCaptureAPolicyAnOwnerTookSincePlanning(t *testing.T) {
@@ -198,6 +218,40 @@ func TestAnOwnersRevertBetweenPhasesStopsTheRunNamingTheManager(t *testing.T) {
 	}
 }
 
+func TestRollbackGivesAKubectlMadePolicyBackToItsManager(t *testing.T) {
+	c, dyn := newOwnedCluster(t)
+	shopNamespace(t, dyn)
+	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", map[string]any{"owner": "platform"}))
+	before := getPA(t, dyn).GetManagedFields()
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	out := applyOnce(t, c, obs, p)
+
+	pa := getPA(t, dyn)
+	if mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode"); mode != "PERMISSIVE" || !owns(t, pa, FieldManager) {
+		t.Fatalf("after apply: mode %s, managers %v, want PERMISSIVE written by %s", mode, fieldManagers(pa), FieldManager)
+	}
+	if _, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", ""); err != nil {
+		t.Fatal(err)
+	}
+	pa = getPA(t, dyn)
+	if mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode"); mode != "DISABLE" || pa.GetAnnotations()["owner"] != "platform" || len(pa.GetLabels()) != 0 {
+		t.Errorf("content after rollback: mode %s, labels %v, annotations %v", mode, pa.GetLabels(), pa.GetAnnotations())
+	}
+	if m := fieldManagers(pa); slices.Contains(m, FieldManager) {
+		t.Errorf("rollback left %s co-owning the policy: managers %v", FieldManager, m)
+	}
+	if !owns(t, pa, "kubectl-create") {
+		t.Errorf("kubectl-create no longer owns spec.mtls.mode after rollback: %+v", pa.GetManagedFields())
+	}
+	if after := pa.GetManagedFields(); !reflect.DeepEqual(after, before) {
+		t.Errorf("managedFields after rollback\n%+v\nwant them as before\n%+v", after, before)
+	}
+	if !strings.Contains(out.String(), "rollback: gave the fields of PeerAuthentication/default back to kubectl-create") {
+		t.Errorf("rollback does not say it gave the fields back:\n%s", out.String())
+	}
+}
+
 // liveObserver reports the namespace's mode as the live policy has it, so
 // the policy gates see what apply wrote.
 type liveObserver struct {
@@ -240,5 +294,29 @@ func TestAPolicyALaterPhaseRewroteIsNoRevert(t *testing.T) {
 	cp, _ := c.LoadCheckpoint(context.Background(), "shop")
 	if len(res.Stops) != 0 || !cp.PhaseDone(plan.PhaseStrict) {
 		t.Errorf("stops %+v, strict %s\n%s", res.Stops, cp.Phase(plan.PhaseStrict).State, out.String())
+	}
+}
+
+func TestRollbackOfAnOlderRecordDropsOnlyTheToolsFields(t *testing.T) {
+	c, dyn := newOwnedCluster(t)
+	shopNamespace(t, dyn)
+	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	out := applyOnce(t, c, obs, p)
+	// A record written before the prior managedFields were recorded.
+	cp, _ := c.LoadCheckpoint(context.Background(), "shop")
+	for i := range cp.Records {
+		cp.Records[i].Undo.PriorManagedFields = nil
+	}
+	if err := c.SaveCheckpoint(context.Background(), cp, "older version", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", ""); err != nil {
+		t.Fatal(err)
+	}
+	pa := getPA(t, dyn)
+	if m := fieldManagers(pa); slices.Contains(m, FieldManager) || !slices.Contains(m, "kubectl-create") {
+		t.Errorf("managers after rollback = %v, want kubectl-create without %s", m, FieldManager)
 	}
 }
