@@ -320,3 +320,10 @@ func TestRollbackOfAnOlderRecordDropsOnlyTheToolsFields(t *testing.T) {
 		t.Errorf("managers after rollback = %v, want kubectl-create without %s", m, FieldManager)
 	}
 }
+
+// The ownership rule tells the tool's own writes apart by these names.
+func TestTheToolHasOneName(t *testing.T) {
+	if FieldManager != cluster.Self || plan.ManagedBy != cluster.Self || plan.LabelManagedBy != cluster.LabelManagedBy {
+		t.Errorf("field manager %q, managed-by %s=%q; the ownership rule knows the tool as %q (%s)", FieldManager, plan.LabelManagedBy, plan.ManagedBy, cluster.Self, cluster.LabelManagedBy)
+	}
+}
