@@ -204,11 +204,13 @@ func managerList(fields []metav1.ManagedFieldsEntry) string {
 	return strings.Join(names, ", ")
 }
 
-// resetManagedFields sets the object's managedFields to entries, with a
-// JSON patch conditional on the resourceVersion read. The API server takes
-// the managedFields a write sets as given on every write but apply, and a
-// write that changes no other field adds no entry of its own
-// (k8s.io/apimachinery managedfields: decodeLiveOrNew; structured-merge-diff
+// resetManagedFields sets the object's managedFields to entries, with the
+// JSON patch kubectl's own migration to server-side apply sends (client-go
+// util/csaupgrade UpgradeManagedFieldsPatch): managedFields replaced, and
+// the resourceVersion read, so that a change since is a 409 conflict. The
+// API server takes the managedFields a write sets as given on every write
+// but apply, and a write that changes no other field adds no entry of its
+// own (k8s.io/apimachinery managedfields: decodeLiveOrNew; structured-merge-diff
 // drops an empty field set); client-go's field-managed fake runs the same
 // code. [{}] clears them: an empty list would read as "leave them".
 func (c *Cluster) resetManagedFields(ctx context.Context, gvr schema.GroupVersionResource, ns, name, resourceVersion string, entries []metav1.ManagedFieldsEntry) error {
@@ -219,11 +221,10 @@ func (c *Cluster) resetManagedFields(ctx context.Context, gvr schema.GroupVersio
 	if len(entries) == 0 {
 		value = []map[string]any{{}}
 	}
-	var ops []map[string]any
+	ops := []map[string]any{{"op": "replace", "path": "/metadata/managedFields", "value": value}}
 	if resourceVersion != "" {
-		ops = append(ops, map[string]any{"op": "test", "path": "/metadata/resourceVersion", "value": resourceVersion})
+		ops = append(ops, map[string]any{"op": "replace", "path": "/metadata/resourceVersion", "value": resourceVersion})
 	}
-	ops = append(ops, map[string]any{"op": "add", "path": "/metadata/managedFields", "value": value})
 	patch, err := json.Marshal(ops)
 	if err != nil {
 		return err
