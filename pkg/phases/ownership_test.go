@@ -25,7 +25,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
-var paGVR = schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}
+var peerAuthGVR = schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}
 
 // newOwnedCluster is a FAKE API server that keeps field ownership as a real
 // one does: the dynamic client is served by client-go's field-managed
@@ -87,7 +87,7 @@ var argoTracking = map[string]any{cluster.AnnotationArgoTrackingID: "shop-mesh:s
 
 func getPA(t *testing.T, dyn *dynamicfake.FakeDynamicClient) *unstructured.Unstructured {
 	t.Helper()
-	pa, err := dyn.Resource(paGVR).Namespace("shop").Get(context.Background(), "default", metav1.GetOptions{})
+	pa, err := dyn.Resource(peerAuthGVR).Namespace("shop").Get(context.Background(), "default", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestApplyRefusesAtCaptureAPolicyAnOwnerTookSincePlanning(t *testing.T) {
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := onePlan(t, obs)
 	// Since the plan was made, the policy went into an Argo CD application.
-	seed(t, dyn, paGVR, "argocd-controller", true, peerAuth("DISABLE", argoTracking))
+	seed(t, dyn, peerAuthGVR, "argocd-controller", true, peerAuth("DISABLE", argoTracking))
 
 	var out bytes.Buffer
 	ex := newExecutor(c, obs, &out)
@@ -168,8 +168,8 @@ type revertingObserver struct {
 }
 
 func (o *revertingObserver) Audit(ctx context.Context, ns []string, since time.Time) (*cluster.Snapshot, *audit.Report, error) {
-	if pa, err := o.dyn.Resource(paGVR).Namespace("shop").Get(ctx, "default", metav1.GetOptions{}); err == nil && !o.done && pa.GetLabels()[plan.LabelPlanID] != "" {
-		seed(o.t, o.dyn, paGVR, "argocd-controller", true, o.change)
+	if pa, err := o.dyn.Resource(peerAuthGVR).Namespace("shop").Get(ctx, "default", metav1.GetOptions{}); err == nil && !o.done && pa.GetLabels()[plan.LabelPlanID] != "" {
+		seed(o.t, o.dyn, peerAuthGVR, "argocd-controller", true, o.change)
 		o.done = true
 	}
 	return o.fakeObserver.Audit(ctx, ns, since)
@@ -179,7 +179,7 @@ func TestAnOwnersRevertBetweenPhasesStopsTheRunNamingTheManager(t *testing.T) {
 	c, dyn := newOwnedCluster(t)
 	shopNamespace(t, dyn)
 	// Made by hand: the plan may change it.
-	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
+	seed(t, dyn, peerAuthGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
 	obs := &revertingObserver{fakeObserver: &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}, dyn: dyn, t: t,
 		// Argo CD adopts it with self-heal on, and syncs Git's DISABLE back.
 		change: peerAuth("DISABLE", argoTracking)}
@@ -221,7 +221,7 @@ func TestAnOwnersRevertBetweenPhasesStopsTheRunNamingTheManager(t *testing.T) {
 func TestRollbackGivesAKubectlMadePolicyBackToItsManager(t *testing.T) {
 	c, dyn := newOwnedCluster(t)
 	shopNamespace(t, dyn)
-	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", map[string]any{"owner": "platform"}))
+	seed(t, dyn, peerAuthGVR, "kubectl-create", false, peerAuth("DISABLE", map[string]any{"owner": "platform"}))
 	before := getPA(t, dyn).GetManagedFields()
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := onePlan(t, obs)
@@ -260,7 +260,7 @@ type liveObserver struct {
 }
 
 func (o *liveObserver) Audit(ctx context.Context, ns []string, since time.Time) (*cluster.Snapshot, *audit.Report, error) {
-	if pa, err := o.dyn.Resource(paGVR).Namespace("shop").Get(ctx, "default", metav1.GetOptions{}); err == nil {
+	if pa, err := o.dyn.Resource(peerAuthGVR).Namespace("shop").Get(ctx, "default", metav1.GetOptions{}); err == nil {
 		mode, _, _ := unstructured.NestedString(pa.Object, "spec", "mtls", "mode")
 		o.report = shopReport(mode, "namespace")
 	}
@@ -270,7 +270,7 @@ func (o *liveObserver) Audit(ctx context.Context, ns []string, since time.Time) 
 func TestAPolicyALaterPhaseRewroteIsNoRevert(t *testing.T) {
 	c, dyn := newOwnedCluster(t)
 	shopNamespace(t, dyn)
-	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
+	seed(t, dyn, peerAuthGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
 	obs := &liveObserver{fakeObserver: &fakeObserver{report: shopReport("DISABLE", "namespace")}, dyn: dyn}
 	p := onePlan(t, obs.fakeObserver)
 	ns := &p.Namespaces[0]
@@ -300,7 +300,7 @@ func TestAPolicyALaterPhaseRewroteIsNoRevert(t *testing.T) {
 func TestRollbackOfAnOlderRecordDropsOnlyTheToolsFields(t *testing.T) {
 	c, dyn := newOwnedCluster(t)
 	shopNamespace(t, dyn)
-	seed(t, dyn, paGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
+	seed(t, dyn, peerAuthGVR, "kubectl-create", false, peerAuth("DISABLE", nil))
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := onePlan(t, obs)
 	out := applyOnce(t, c, obs, p)
