@@ -55,7 +55,7 @@ func (s *Scenario) NewEstate(ctx context.Context, prefix string, minReady int32)
 	pa := &clientsecv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: e.Back, Name: "legacy-pa",
 		Labels: map[string]string{"owner": "platform"}, Annotations: map[string]string{"note": "made by hand"}},
 		Spec: securityv1beta1.PeerAuthentication{Mtls: &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE}}}
-	if _, err := s.Istio.SecurityV1().PeerAuthentications(e.Back).Create(ctx, pa, metav1.CreateOptions{}); err != nil {
+	if _, err := s.Istio.SecurityV1().PeerAuthentications(e.Back).Create(ctx, pa, metav1.CreateOptions{FieldManager: HandMade}); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -497,6 +497,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 			e.logf(ns, "%s: FORCED by --force-strict over: %s", phase, st.Reason)
 		}
 		r, err := e.runStep(ctx, p, ns, phase, i, st, out)
+		if reason, ok := refused(err); ok {
+			return e.stopPhase(ctx, ns, rec, reason, out)
+		}
 		if err != nil {
 			return fmt.Errorf("%s %s %s: %w", ns, phase, st.Target, err)
 		}
@@ -519,6 +522,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		}
 		return nil
 	}
+	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
+		return err
+	}
 	var gate *GateResult
 	if check != nil {
 		g, err := e.phaseGate(ctx, p, pn, phase, check, ph.Steps)
@@ -533,6 +539,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		if phase == plan.PhaseVerify {
 			e.markVerified(ns)
 		}
+	}
+	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
+		return err
 	}
 	e.logf(ns, "%s: done", phase)
 	return e.finishPhase(ctx, ns, rec, StateDone, "", gate)
@@ -880,6 +889,9 @@ func (e *Executor) capture(ctx context.Context, p *plan.Plan, ns string, st plan
 		u := Undo{APIVersion: apiVersion}
 		if cur != nil {
 			u.Existed, u.Prior = true, Clean(cur.Object)
+			if err := captureOwnership(&u, ns, st.Target, cur); err != nil {
+				return Undo{}, err
+			}
 		}
 		return u, nil
 	}

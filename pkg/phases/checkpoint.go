@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
@@ -148,6 +150,9 @@ type Undo struct {
 	// Prior is the object before the change, without server-managed
 	// fields (apply, when Existed).
 	Prior map[string]any `json:"prior,omitempty"`
+	// PriorManagedFields are its managedFields then: rollback gives each
+	// field back to its manager, so the tool keeps none it did not own.
+	PriorManagedFields []metav1.ManagedFieldsEntry `json:"priorManagedFields,omitempty"`
 	// UID and Digest name the object as the step wrote it (apply): the
 	// digest covers its labels, annotations and spec. Rollback restores
 	// or deletes only an object still exactly so.

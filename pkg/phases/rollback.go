@@ -427,7 +427,7 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 		case cur == nil:
 			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "it was deleted since this plan changed it: not re-created"}
 		case r.Undo.Existed && Digest(cur.Object) == Digest(r.Undo.Prior):
-			return nil, nil
+			return nil, e.restoreOwnership(ctx, gvr, ns, r, cur)
 		case r.Undo.Digest != "" && Digest(cur.Object) != r.Undo.Digest:
 			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "its labels, annotations or spec changed since this plan wrote it"}
 		case r.Undo.UID != "" && string(cur.GetUID()) != r.Undo.UID:
@@ -446,11 +446,12 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 		// Nobody else changed it since: applying the prior content back
 		// sets what the plan changed to its prior value and drops the
 		// fields only the plan added.
-		if _, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior); err != nil {
+		restored, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior)
+		if err != nil {
 			return nil, fmt.Errorf("restore %s: %w", r.Target, err)
 		}
 		e.logf(ns, "rollback: restored %s as it was%s", r.Target, e.dryNote())
-		return nil, nil
+		return nil, e.restoreOwnership(ctx, gvr, ns, r, restored)
 	}
 	return nil, fmt.Errorf("checkpoint record %d has unknown action %q", r.Seq, r.Action)
 }

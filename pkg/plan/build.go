@@ -133,6 +133,7 @@ type builder struct {
 	workloads  map[string]map[string]*wl  // namespace -> workload name -> facts
 	meshedBy   map[string]map[string]bool // namespace -> workload -> meshed once the plan ran
 	accounts   map[string]map[string][]string
+	owners     map[string][]cluster.Owner // "ns/Kind/name" -> who else manages it (filled on first use)
 }
 
 // wl is a workload as the plan sees it: its owner kind and its pods.

@@ -123,7 +123,7 @@ func NamespaceFingerprint(s *cluster.Snapshot, nr *audit.NamespaceReport) Finger
 			if ap.DryRun {
 				v += " dry-run"
 			}
-			items["authorizationpolicy/"+ap.Name] = v
+			items["authorizationpolicy/"+ap.Name] = v + describeOwners(ap.Ownership)
 		}
 	}
 	for _, dr := range nr.DestinationRules {
@@ -175,7 +175,7 @@ func describePeerAuth(pa cluster.PeerAuthentication) string {
 		sort.Strings(ports)
 		v += " ports=" + strings.Join(ports, ",")
 	}
-	return v
+	return v + describeOwners(pa.Ownership)
 }
 
 func labelString(m map[string]string) string {

@@ -108,13 +108,15 @@ func (b *builder) namespace(name string, wave int, lp labelPlan, callers []strin
 	ns := Namespace{Name: name, Wave: wave, CalledBy: callers, Fingerprint: NamespaceFingerprint(b.in.Snapshot, nr)}
 	inject, stayOut := b.injectPhase(nr, lp)
 	permissive, paName := b.permissivePhase(nr)
+	permissive = b.notTakenOver(nr.Name, permissive)
 	verify, trafficBlockers := b.verifyPhase(nr)
 	if inject.Status == StatusBlocked && nr.Pods.NotMeshed > 0 {
 		stayOut = append(stayOut, fmt.Sprintf("the inject phase is blocked, so %s without a sidecar (%s)",
 			plural(nr.Pods.NotMeshed, "pod stays", "pods stay"), inject.Reason))
 	}
-	strict := b.strictPhase(nr, paName, stayOut, trafficBlockers)
+	strict := b.notTakenOver(nr.Name, b.strictPhase(nr, paName, stayOut, trafficBlockers))
 	authz, uncovered := b.authzPhase(nr, strict)
+	authz = b.notTakenOver(nr.Name, authz)
 	ns.Uncovered = uncovered
 	ns.Phases = []Phase{inject, permissive, verify, strict, authz}
 	return ns
@@ -221,9 +223,9 @@ func rollup(steps []Step) (string, string) {
 // STRICT namespace.
 func (b *builder) permissivePhase(nr *audit.NamespaceReport) (Phase, string) {
 	ph := Phase{Name: PhasePermissive}
-	name := defaultPeerAuthName
-	if nr.MTLS.NamespacePolicy != "" {
-		name = strings.TrimPrefix(nr.MTLS.NamespacePolicy, nr.Name+"/")
+	name, note := b.peerAuthName(nr)
+	if note != "" {
+		ph.Notes = append(ph.Notes, note)
 	}
 	target := "PeerAuthentication/" + name
 	switch {

@@ -235,6 +235,10 @@ type Step struct {
 	// Forced marks a STRICT step that goes ahead over the blockers in
 	// Reason because of --force-strict.
 	Forced bool `json:"forced,omitempty"`
+	// Owner names who else manages the object, when that alone blocks the
+	// step ("Argo CD (application shop)"): the tool never takes it over,
+	// and --out-dir renders the change for the owner's source instead.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Gate is a condition apply checks before moving on.
