@@ -187,11 +187,11 @@ func CheckTarget(action, ns, target string) error {
 		return nil
 	case ActionRestartWorkload:
 		if !slices.Contains(WorkloadKinds, kind) {
-			return fmt.Errorf("target %q: a restart-workload step restarts a %s only", target, strings.Join(WorkloadKinds, ", "))
+			return fmt.Errorf("target %q: a restart-workload step restarts only a %s", target, either(WorkloadKinds))
 		}
 	case ActionApply:
 		if !slices.Contains(PolicyKinds, kind) {
-			return fmt.Errorf("target %q: an apply step writes a %s only", target, strings.Join(PolicyKinds, ", "))
+			return fmt.Errorf("target %q: an apply step writes only a %s", target, either(PolicyKinds))
 		}
 	default:
 		return nil
@@ -203,14 +203,22 @@ func CheckTarget(action, ns, target string) error {
 	return nil
 }
 
+// either lists kinds as "A, B or C".
+func either(kinds []string) string {
+	if len(kinds) < 2 {
+		return strings.Join(kinds, "")
+	}
+	return strings.Join(kinds[:len(kinds)-1], ", ") + " or " + kinds[len(kinds)-1]
+}
+
 // CheckObject reports whether obj is the object target names in namespace
 // ns, in the policies' API group: what an apply step writes, and what
 // rollback may write back.
 func CheckObject(ns, target string, obj map[string]any) error {
 	kind, name, _ := strings.Cut(target, "/")
 	apiVersion, _ := obj["apiVersion"].(string)
-	if gv, err := schema.ParseGroupVersion(apiVersion); err != nil || gv.Group != PolicyGroup || gv.Version == "" {
-		return fmt.Errorf("object apiVersion %q, want %s/VERSION", apiVersion, PolicyGroup)
+	if err := CheckPolicyAPIVersion(apiVersion); err != nil {
+		return fmt.Errorf("object %w", err)
 	}
 	md, _ := obj["metadata"].(map[string]any)
 	objKind, _ := obj["kind"].(string)
@@ -223,6 +231,15 @@ func CheckObject(ns, target string, obj map[string]any) error {
 		return fmt.Errorf("object metadata.name %q, but target %q", objName, target)
 	case objNS != ns:
 		return fmt.Errorf("object metadata.namespace %q, want %s", objNS, ns)
+	}
+	return nil
+}
+
+// CheckPolicyAPIVersion reports whether apiVersion is a version of the
+// policies' API group.
+func CheckPolicyAPIVersion(apiVersion string) error {
+	if gv, err := schema.ParseGroupVersion(apiVersion); err != nil || gv.Group != PolicyGroup || gv.Version == "" {
+		return fmt.Errorf("apiVersion %q, want %s/VERSION", apiVersion, PolicyGroup)
 	}
 	return nil
 }

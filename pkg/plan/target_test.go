@@ -131,15 +131,15 @@ func TestParseRejectsTargetOutsideItsNamespace(t *testing.T) {
 			st := stepOf(t, m, "off", plan.PhasePermissive, plan.ActionApply)
 			st["target"] = "Namespace/kube-system"
 			st["object"] = map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "kube-system", "namespace": "off"}}
-		}, []string{`"Namespace/kube-system"`, "PeerAuthentication, AuthorizationPolicy"}},
+		}, []string{`"Namespace/kube-system"`, "PeerAuthentication or AuthorizationPolicy"}},
 		{"apply a Deployment", func(m map[string]any) {
 			st := stepOf(t, m, "off", plan.PhasePermissive, plan.ActionApply)
 			st["target"] = "Deployment/legacy"
 			st["object"] = map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "legacy", "namespace": "off"}}
-		}, []string{`"Deployment/legacy"`, "PeerAuthentication, AuthorizationPolicy"}},
+		}, []string{`"Deployment/legacy"`, "PeerAuthentication or AuthorizationPolicy"}},
 		{"restart a Namespace", func(m map[string]any) {
 			stepOf(t, m, "pay", plan.PhaseInject, plan.ActionRestartWorkload)["target"] = "Namespace/kube-system"
-		}, []string{`"Namespace/kube-system"`, "Deployment, StatefulSet, DaemonSet"}},
+		}, []string{`"Namespace/kube-system"`, "Deployment, StatefulSet or DaemonSet"}},
 		{"restart a bad name", func(m map[string]any) {
 			stepOf(t, m, "pay", plan.PhaseInject, plan.ActionRestartWorkload)["target"] = "Deployment/../kube-system"
 		}, []string{`"Deployment/../kube-system"`, "not a valid name"}},
