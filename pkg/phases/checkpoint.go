@@ -255,14 +255,20 @@ func (c *Checkpoint) Encode() (string, error) {
 	return string(b), nil
 }
 
-// DecodeCheckpoint parses a checkpoint read from the ConfigMap.
+// DecodeCheckpoint parses a checkpoint read from the ConfigMap and checks
+// it whole (validate). Every reader goes through it (apply, rollback,
+// status, the write's conflict check), so none uses a record it has not
+// checked.
 func DecodeCheckpoint(ns, data string) (*Checkpoint, error) {
 	c := &Checkpoint{}
 	if err := json.Unmarshal([]byte(data), c); err != nil {
-		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s is not readable (%v): it was edited by hand; restore it or delete it knowing that its undo records are lost", ns, CheckpointName, err)
+		return nil, badCheckpoint(ns, "the checkpoint ConfigMap %s/%s is not readable (%v): it was edited by hand; restore it or delete it knowing that its undo records are lost", ns, CheckpointName, err)
 	}
 	if c.Namespace != ns {
-		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s belongs to namespace %q: it was copied by hand; delete it", ns, CheckpointName, c.Namespace)
+		return nil, badCheckpoint(ns, "the checkpoint ConfigMap %s/%s belongs to namespace %q: it was copied by hand; delete it", ns, CheckpointName, c.Namespace)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
