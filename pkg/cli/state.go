@@ -222,19 +222,47 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 			return err
 		}
 		fmt.Fprintln(o.Out, string(b))
-		return nil
+		return invalidCheckpoints(sts)
 	case "yaml":
 		b, err := yaml.Marshal(sts)
 		if err != nil {
 			return err
 		}
 		fmt.Fprint(o.Out, string(b))
-		return nil
+		return invalidCheckpoints(sts)
 	}
 	if len(sts) == 0 {
 		fmt.Fprintln(o.ErrOut, "No migration checkpoints found.")
 		return nil
 	}
+	if err := o.printStatus(sts); err != nil {
+		return err
+	}
+	for _, s := range sts {
+		if s.Error != "" {
+			fmt.Fprintf(o.ErrOut, "%s: %s\n", s.Namespace, s.Error)
+		}
+	}
+	return invalidCheckpoints(sts)
+}
+
+// invalidCheckpoints ends status with exit 1 when a checkpoint cannot be
+// used, after every namespace was shown: apply and rollback fail (exit 1)
+// on those namespaces for the same reason, so a script sees one code.
+func invalidCheckpoints(sts []phases.NamespaceStatus) error {
+	var bad []string
+	for _, s := range sts {
+		if s.Error != "" {
+			bad = append(bad, s.Namespace)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d checkpoints cannot be used (%s): apply and rollback refuse those namespaces until they are fixed", len(bad), len(sts), strings.Join(bad, ", "))
+}
+
+func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 	rows := [][]string{}
 	for _, s := range sts {
 		gate := "-"
@@ -259,7 +287,11 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		if plan == "" {
 			plan = "-"
 		}
-		rows = append(rows, []string{s.Namespace, plan, s.Phase, s.State, gate, fmt.Sprint(s.Records), lock, updated})
+		records := fmt.Sprint(s.Records)
+		if s.Error != "" {
+			records = "-" // unknown: the records could not be read
+		}
+		rows = append(rows, []string{s.Namespace, plan, s.Phase, s.State, gate, records, lock, updated})
 	}
 	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
 }

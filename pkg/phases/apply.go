@@ -401,7 +401,13 @@ func (e *Executor) save(ctx context.Context, ns string) error {
 	cp := e.cps[ns]
 	e.cpMu.Unlock()
 	// A cancelled run (Ctrl-C) still records what it did.
-	return e.Cluster.SaveCheckpoint(context.WithoutCancel(ctx), cp, e.Options.Identity, e.now())
+	if err := e.Cluster.SaveCheckpoint(context.WithoutCancel(ctx), cp, e.Options.Identity, e.now()); err != nil {
+		return err
+	}
+	if w := cp.sizeWarning(); w != "" {
+		e.logf(ns, "warning: %s", w)
+	}
+	return nil
 }
 
 func (e *Executor) dry() bool { return e.Options.DryRun != "" && e.Options.DryRun != DryRunNone }

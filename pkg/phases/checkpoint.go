@@ -52,6 +52,11 @@ const (
 // namespace (ConfigMap CheckpointName) so any machine can resume or roll
 // back. It survives re-plans: Records keep every change of every plan, in
 // order, so `rollback --all` returns to the state before the first one.
+// None is dropped, not even one whose object a later plan re-applied: each
+// record's prior state is what the next one back must find (its digest),
+// --to may keep one and undo the other, and the newest-first order is what
+// keeps a deny-all from outliving the allows it covers. Encode bounds the
+// size instead (docs/apply.md, "Size").
 type Checkpoint struct {
 	Namespace string `json:"namespace"`
 	// PlanID and PlanHash name the plan the Phases belong to.
@@ -87,6 +92,12 @@ type Checkpoint struct {
 	// stored is true for a checkpoint read from (or written to) the
 	// cluster, false for a namespace never migrated.
 	stored bool
+	// encodedSeq is the highest seq read or last encoded: a record above
+	// it is new. size is the length of what was read or last encoded;
+	// warned is set once a run has warned about it.
+	encodedSeq int
+	size       int
+	warned     bool
 }
 
 // Stored reports whether the checkpoint exists in the cluster.
@@ -315,24 +326,66 @@ func phaseIndex(name string) int {
 	return len(plan.Phases)
 }
 
-// Encode serializes the checkpoint for the ConfigMap.
+// Sizes of the encoded checkpoint. A ConfigMap holds at most 1 MiB
+// (1,048,576 bytes) of data; the tool stops short of it, leaving room for
+// the object's metadata, with a clear error instead of the API server's.
+const (
+	// CheckpointWarnBytes is where a run starts warning.
+	CheckpointWarnBytes = 768 << 10
+	// CheckpointMaxBytes is the most a write that adds a record may write.
+	CheckpointMaxBytes = 1_000_000
+)
+
+// Encode serializes the checkpoint for the ConfigMap. It refuses to add a
+// record past CheckpointMaxBytes: the record is written before its change
+// is made, so the change is then not made either. A write that adds no
+// record (progress, rollback) is never refused: it grows the checkpoint by
+// a few bytes at most, and refusing it would leave a namespace whose
+// checkpoint is already that big unable to roll back.
 func (c *Checkpoint) Encode() (string, error) {
 	sort.SliceStable(c.Records, func(i, j int) bool { return c.Records[i].Seq < c.Records[j].Seq })
 	b, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("encode the checkpoint of %s: %w", c.Namespace, err)
 	}
+	last := c.next() - 1
+	if len(b) > CheckpointMaxBytes && last > c.encodedSeq {
+		return "", fmt.Errorf("the checkpoint %s of namespace %s would be %d bytes with %s, past the %d bytes this tool writes (a ConfigMap holds at most 1 MiB): "+
+			"the record was not written and the change was not made; roll back what this namespace no longer needs (kubectl meshmigrate rollback -n %s --to PHASE or --all), "+
+			"or delete the checkpoint once you will not roll back (its undo records are then lost)",
+			CheckpointName, c.Namespace, len(b), recordName(c.Records[len(c.Records)-1]), CheckpointMaxBytes, c.Namespace)
+	}
+	c.encodedSeq, c.size = last, len(b)
 	return string(b), nil
 }
 
-// DecodeCheckpoint parses a checkpoint read from the ConfigMap.
+// sizeWarning says, once per checkpoint read, that its last encoding came
+// near the ConfigMap's limit.
+func (c *Checkpoint) sizeWarning() string {
+	if c.size < CheckpointWarnBytes || c.warned {
+		return ""
+	}
+	c.warned = true
+	return fmt.Sprintf("the checkpoint %s is %d KiB (%d bytes) of the 1 MiB a ConfigMap holds, and every plan applied here adds to it: "+
+		"this tool refuses to add a record past %d bytes; roll back what this namespace no longer needs (kubectl meshmigrate rollback -n %s --to PHASE or --all)",
+		CheckpointName, c.size>>10, c.size, CheckpointMaxBytes, c.Namespace)
+}
+
+// DecodeCheckpoint parses a checkpoint read from the ConfigMap and checks
+// it whole (validate). Every reader goes through it (apply, rollback,
+// status, the write's conflict check), so none uses a record it has not
+// checked.
 func DecodeCheckpoint(ns, data string) (*Checkpoint, error) {
 	c := &Checkpoint{}
 	if err := json.Unmarshal([]byte(data), c); err != nil {
-		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s is not readable (%v): it was edited by hand; restore it or delete it knowing that its undo records are lost", ns, CheckpointName, err)
+		return nil, badCheckpoint(ns, "the checkpoint ConfigMap %s/%s is not readable (%v): it was edited by hand; restore it or delete it knowing that its undo records are lost", ns, CheckpointName, err)
 	}
 	if c.Namespace != ns {
-		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s belongs to namespace %q: it was copied by hand; delete it", ns, CheckpointName, c.Namespace)
+		return nil, badCheckpoint(ns, "the checkpoint ConfigMap %s/%s belongs to namespace %q: it was copied by hand; delete it", ns, CheckpointName, c.Namespace)
 	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	c.encodedSeq, c.size = c.next()-1, len(data)
 	return c, nil
 }

@@ -342,6 +342,11 @@ func dropRecord(rs []Record, seq int) []Record {
 // between writing it and making the change) finds the prior state in place
 // and does nothing.
 func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, error) {
+	// Whatever handed it the record, undo writes only within ns and the
+	// kinds a plan produces (validate.go).
+	if err := checkRecord(ns, r); err != nil {
+		return nil, err
+	}
 	kind, name, _ := strings.Cut(r.Target, "/")
 	switch r.Action {
 	case plan.ActionLabelNamespace:

@@ -234,12 +234,14 @@ func TestSafetyOlderPlanRefusedOnceANewerOneRan(t *testing.T) {
 	for _, stamped := range []bool{true, false} {
 		cp := &Checkpoint{Namespace: "shop", PlanID: "mp-00000000000n", PlanHash: "sha256:n", Phases: []PhaseRecord{{Name: plan.PhaseInject, State: StateDone}},
 			Records: []Record{
-				{Seq: 1, PlanID: old.ID, Phase: plan.PhaseInject, Action: plan.ActionLabelNamespace, Target: "Namespace/shop", State: StateDone, StartedAt: newer.Add(-time.Hour)},
-				{Seq: 2, PlanID: "mp-00000000000n", Phase: plan.PhasePermissive, Action: plan.ActionApply, Target: "PeerAuthentication/default", State: StateDone, StartedAt: newer.Add(time.Hour)}}}
+				{Seq: 1, PlanID: old.ID, Phase: plan.PhaseInject, Action: plan.ActionLabelNamespace, Target: "Namespace/shop", State: StateDone, StartedAt: newer.Add(-time.Hour),
+					Undo: Undo{Existed: true, Labels: map[string]*string{"istio-injection": nil}}},
+				{Seq: 2, PlanID: "mp-00000000000n", Phase: plan.PhasePermissive, Action: plan.ActionApply, Target: "PeerAuthentication/default", State: StateDone, StartedAt: newer.Add(time.Hour),
+					Undo: Undo{APIVersion: "security.istio.io/v1"}}}}
 		if stamped {
 			cp.PlanCreatedAt = &newer
 		}
-		if stored, _ := c.LoadCheckpoint(context.Background(), "shop"); stored.Stored() {
+		if stored, err := c.LoadCheckpoint(context.Background(), "shop"); err == nil && stored.Stored() {
 			cp.resourceVersion = stored.resourceVersion
 		}
 		saveCheckpoint(t, c, cp)

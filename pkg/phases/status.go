@@ -2,6 +2,7 @@ package phases
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -27,6 +28,18 @@ type NamespaceStatus struct {
 	UpdatedBy string    `json:"updatedBy,omitempty"`
 	// Checkpoint is the whole state object (-o yaml/json).
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// Error says why the namespace's checkpoint cannot be used (State is
+	// then StateInvalid): unreadable, or holding what this tool never
+	// writes. Apply and rollback refuse the namespace until it is fixed.
+	Error string `json:"error,omitempty"`
+}
+
+// StateInvalid is the status of a namespace whose checkpoint cannot be used.
+const StateInvalid = "invalid"
+
+// invalidStatus is the status of a namespace whose checkpoint is bad.
+func invalidStatus(ns string, err error, lock *LockInfo) NamespaceStatus {
+	return NamespaceStatus{Namespace: ns, Phase: "-", State: StateInvalid, Lock: lock, Error: err.Error()}
 }
 
 // StatusOf summarizes a checkpoint.
@@ -52,9 +65,11 @@ func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
 // Status reads the namespaces' checkpoints and locks; with all, every
 // namespace holding a checkpoint. With all, checkpoints and locks are each
 // listed once, by label, in pages; with named namespaces each is read by
-// name.
+// name. A checkpoint that cannot be used is one namespace's status (its
+// Error), never the whole answer's: the other namespaces are still shown.
 func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]NamespaceStatus, error) {
 	cps := map[string]*Checkpoint{}
+	bad := map[string]error{}
 	locks := map[string]*LockInfo{}
 	if all {
 		namespaces = nil
@@ -67,13 +82,14 @@ func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]
 				if cm.Name != CheckpointName {
 					continue
 				}
+				namespaces = append(namespaces, cm.Namespace)
 				cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey])
 				if err != nil {
-					return "", err
+					bad[cm.Namespace] = err
+					continue
 				}
 				cp.resourceVersion, cp.stored = cm.ResourceVersion, true
 				cps[cm.Namespace] = cp
-				namespaces = append(namespaces, cm.Namespace)
 			}
 			return list.Continue, nil
 		})
@@ -105,12 +121,19 @@ func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]
 				return nil, fmt.Errorf("namespace %s: %w", ns, err)
 			}
 			var err error
-			if cp, err = c.LoadCheckpoint(ctx, ns); err != nil {
+			var invalid *CheckpointError
+			if cp, err = c.LoadCheckpoint(ctx, ns); errors.As(err, &invalid) {
+				bad[ns] = err
+			} else if err != nil {
 				return nil, err
 			}
 			if lock, err = c.LockState(ctx, ns); err != nil {
 				return nil, err
 			}
+		}
+		if err := bad[ns]; err != nil {
+			out = append(out, invalidStatus(ns, err, lock))
+			continue
 		}
 		out = append(out, StatusOf(cp, lock))
 	}
