@@ -751,6 +751,13 @@ type rollout struct {
 func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, idx int, st plan.Step, out *Outcome) (*rollout, error) {
 	cp := e.cps[ns]
 	rec := cp.Record(p.ID, phase, idx)
+	if rec != nil && (rec.Action != st.Action || rec.Target != st.Target) {
+		// The checkpoint is untrusted input: a record that claims this
+		// step must be this step, or it could make apply skip one (an
+		// ALLOW before the allow-nothing).
+		return nil, fmt.Errorf("the checkpoint of %s holds record %d (%s %s) for step %d of phase %s, which is %s %s in plan %s: it was edited, or belongs to another plan with this id; inspect it (kubectl get configmap %s -n %s -o yaml)",
+			ns, rec.Seq, rec.Action, rec.Target, idx, phase, st.Action, st.Target, p.ID, CheckpointName, ns)
+	}
 	if rec != nil && rec.State == StateDone {
 		e.logf(ns, "%s: %s %s: done by an earlier run", phase, st.Action, st.Target)
 		return nil, nil

@@ -430,3 +430,31 @@ func TestSafetyVerifyGateWindowUnderTheFloor(t *testing.T) {
 		}
 	}
 }
+
+// A record that claims a step must be that step: a planted "done" record
+// for the ALLOW policy must not make apply skip it and enforce the
+// allow-nothing alone.
+func TestSafetyApplyRefusesARecordThatIsNotItsStep(t *testing.T) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio.io/rev": "1-30"}))
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	p := onePlan(t, obs)
+	rev := "1-30"
+	saveCheckpoint(t, c, &Checkpoint{Namespace: "shop", PlanID: p.ID, PlanHash: p.Hash,
+		Records: []Record{{Seq: 1, PlanID: p.ID, Phase: plan.PhasePermissive, Step: 0, Action: plan.ActionLabelNamespace, Target: "Namespace/shop", State: StateDone,
+			StartedAt: time.Now(), Undo: Undo{Existed: true, Labels: map[string]*string{"istio.io/rev": &rev}}}}})
+	var out bytes.Buffer
+	ex := newExecutor(c, obs, &out)
+	pv, err := ex.Prepare(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ex.Apply(context.Background(), p, pv)
+	if err == nil || !strings.Contains(err.Error(), "holds record 1 (label-namespace Namespace/shop) for step 0 of phase permissive, which is apply PeerAuthentication/default") {
+		t.Fatalf("apply over a record that is not its step: %v", err)
+	}
+	for _, w := range writes(dyn) {
+		if strings.Contains(w, "peerauthentications") {
+			t.Errorf("the step was skipped or made: %v", writes(dyn))
+		}
+	}
+}
