@@ -321,11 +321,12 @@ func transient(err error) bool {
 	return false
 }
 
-// ListCheckpoints reads every checkpoint in the cluster, by label, in pages.
-// A checkpoint that does not decode is left out: it names no namespace's
-// callers that could be trusted.
-func (c *Cluster) ListCheckpoints(ctx context.Context) (map[string]*Checkpoint, error) {
-	cps := map[string]*Checkpoint{}
+// ListCheckpoints reads every checkpoint in the cluster, by label, in
+// pages: those that decode, and the error of each one that does not (it is
+// untrusted input: one bad checkpoint is its namespace's problem, never the
+// whole list's).
+func (c *Cluster) ListCheckpoints(ctx context.Context) (map[string]*Checkpoint, map[string]error, error) {
+	cps, bad := map[string]*Checkpoint{}, map[string]error{}
 	err := paged(ctx, LabelComponent+"=checkpoint", func(opts metav1.ListOptions) (string, error) {
 		list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
 		if err != nil {
@@ -335,15 +336,18 @@ func (c *Cluster) ListCheckpoints(ctx context.Context) (map[string]*Checkpoint, 
 			if cm.Name != CheckpointName {
 				continue
 			}
-			if cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey]); err == nil {
-				cp.resourceVersion, cp.stored = cm.ResourceVersion, true
-				cps[cm.Namespace] = cp
+			cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey])
+			if err != nil {
+				bad[cm.Namespace] = err
+				continue
 			}
+			cp.resourceVersion, cp.stored = cm.ResourceVersion, true
+			cps[cm.Namespace] = cp
 		}
 		return list.Continue, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list checkpoints: %w", err)
+		return nil, nil, fmt.Errorf("list checkpoints: %w", err)
 	}
-	return cps, nil
+	return cps, bad, nil
 }

@@ -229,7 +229,7 @@ func (c *Cluster) resetManagedFields(ctx context.Context, gvr schema.GroupVersio
 	if err != nil {
 		return err
 	}
-	err = onTransient(ctx, func() error {
+	err = c.write(ctx, func() error {
 		_, err := c.resource(gvr, ns).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: c.dryRun()})
 		return err
 	})

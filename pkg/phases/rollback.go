@@ -163,7 +163,7 @@ func (e *Executor) dependents(ctx context.Context, set []string) ([]string, erro
 			note(d, ns)
 		}
 	}
-	all, err := e.Cluster.ListCheckpoints(ctx)
+	all, _, err := e.Cluster.ListCheckpoints(ctx)
 	switch {
 	case apierrors.IsForbidden(err):
 		e.logf(strings.Join(set, ","), "warning: cannot list checkpoints across the cluster (RBAC), so only the dependents recorded in these namespaces' checkpoints are checked")

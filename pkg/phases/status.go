@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -72,42 +74,27 @@ func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]
 	bad := map[string]error{}
 	locks := map[string]*LockInfo{}
 	if all {
-		namespaces = nil
-		err := paged(ctx, LabelComponent+"=checkpoint", func(opts metav1.ListOptions) (string, error) {
-			list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
+		var err error
+		if cps, bad, err = c.ListCheckpoints(ctx); err != nil {
+			return nil, err
+		}
+		namespaces = slices.Collect(maps.Keys(cps))
+		for ns := range bad {
+			namespaces = append(namespaces, ns)
+		}
+		err = paged(ctx, LabelComponent+"=lock", func(opts metav1.ListOptions) (string, error) {
+			list, err := c.Kube.CoordinationV1().Leases("").List(ctx, opts)
 			if err != nil {
-				return "", fmt.Errorf("list checkpoints: %w", err)
+				return "", fmt.Errorf("list locks: %w", err)
 			}
-			for _, cm := range list.Items {
-				if cm.Name != CheckpointName {
-					continue
+			for i := range list.Items {
+				if l := &list.Items[i]; l.Name == LeaseName {
+					in := leaseInfo(l)
+					locks[l.Namespace] = &in
 				}
-				namespaces = append(namespaces, cm.Namespace)
-				cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey])
-				if err != nil {
-					bad[cm.Namespace] = err
-					continue
-				}
-				cp.resourceVersion, cp.stored = cm.ResourceVersion, true
-				cps[cm.Namespace] = cp
 			}
 			return list.Continue, nil
 		})
-		if err == nil {
-			err = paged(ctx, LabelComponent+"=lock", func(opts metav1.ListOptions) (string, error) {
-				list, err := c.Kube.CoordinationV1().Leases("").List(ctx, opts)
-				if err != nil {
-					return "", fmt.Errorf("list locks: %w", err)
-				}
-				for i := range list.Items {
-					if l := &list.Items[i]; l.Name == LeaseName {
-						in := leaseInfo(l)
-						locks[l.Namespace] = &in
-					}
-				}
-				return list.Continue, nil
-			})
-		}
 		if err != nil {
 			return nil, err
 		}
