@@ -110,7 +110,7 @@ func owns(t *testing.T, obj *unstructured.Unstructured, manager string) bool {
 			continue
 		}
 		var set map[string]any
-		if err := json.Unmarshal(f.FieldsV1.Raw, &set); err != nil {
+		if err := json.Unmarshal(f.FieldsV1.GetRawBytes(), &set); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, _ := unstructured.NestedFieldNoCopy(set, "f:spec", "f:mtls", "f:mode"); ok {
