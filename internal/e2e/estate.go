@@ -55,7 +55,7 @@ func (s *Scenario) NewEstate(ctx context.Context, prefix string, minReady int32)
 	pa := &clientsecv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: e.Back, Name: "legacy-pa",
 		Labels: map[string]string{"owner": "platform"}, Annotations: map[string]string{"note": "made by hand"}},
 		Spec: securityv1beta1.PeerAuthentication{Mtls: &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE}}}
-	if _, err := s.Istio.SecurityV1().PeerAuthentications(e.Back).Create(ctx, pa, metav1.CreateOptions{}); err != nil {
+	if _, err := s.Istio.SecurityV1().PeerAuthentications(e.Back).Create(ctx, pa, metav1.CreateOptions{FieldManager: HandMade}); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -85,22 +85,29 @@ edges:
 }
 
 // Series is the live telemetry of the meshed estate: mTLS both ways, and
-// the sidecars' dry-run authorization decisions, all allowed.
+// the sidecars' dry-run authorization decisions, all allowed, from every
+// pod of web and api.
 func (e *Estate) Series() []Series {
-	out := []Series{
+	return []Series{
 		Edge("istio_requests_total", e.Front+"/web", e.Back+"/api", "mutual_tls", 10),
 		Edge("istio_requests_total", e.Back+"/api", e.Front+"/web", "mutual_tls", 5),
+		ShadowDecisions(e.Front+"/web", "http", "allowed", 5),
+		ShadowDecisions(e.Back+"/api", "http", "allowed", 5),
 	}
-	for _, ns := range []string{e.Front, e.Back} {
-		out = append(out, ShadowDecisions(ns, "allowed", 5))
-	}
-	return out
 }
 
-// ShadowDecisions is the Envoy RBAC stat a sidecar in ns reports for
-// requests its dry-run policies judged (result "allowed" or "denied"),
-// with the namespace label the standard kubernetes-pods scrape job adds.
-func ShadowDecisions(ns, result string, perScrape float64) Series {
-	return Series{Metric: "envoy_http_inbound_0_0_0_0_8080_rbac", PerScrape: perScrape, Labels: map[string]string{
-		"namespace": ns, "authz_dry_run_action": "allow", "authz_dry_run_result": result}}
+// ShadowDecisions is the Envoy RBAC stat each sidecar of app
+// ("namespace/app") reports for the requests (protocol "http") or
+// connections ("tcp") its dry-run policies judged, result "allowed" or
+// "denied", named as Istio 1.23.1 and later name them: the HTTP filter's
+// envoy_http_rbac with the listener in http_conn_manager_prefix, and the
+// network filter's counter, whose stat prefix "tcp." leaves the name
+// envoy_tcp_ and the rest in tcp_prefix (tools/packaging/common/envoy_bootstrap.json).
+func ShadowDecisions(app, protocol, result string, perScrape float64) Series {
+	s := Series{Metric: "envoy_http_rbac", PerScrape: perScrape, PodsOf: app, Labels: map[string]string{
+		"http_conn_manager_prefix": "inbound_0.0.0.0_8080", "authz_dry_run_action": "allow", "authz_dry_run_result": result}}
+	if protocol == "tcp" {
+		s.Metric, s.Labels = "envoy_tcp_", map[string]string{"tcp_prefix": "rbac.istio_dry_run_allow_", "authz_dry_run_action": "allow", "authz_dry_run_result": result}
+	}
+	return s
 }

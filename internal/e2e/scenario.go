@@ -184,9 +184,15 @@ func (s *Scenario) peerAuthentication(ctx context.Context, ns, name string, mode
 	if selector != nil {
 		pa.Spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: selector}
 	}
-	_, err := s.Istio.SecurityV1().PeerAuthentications(ns).Create(ctx, pa, metav1.CreateOptions{})
+	_, err := s.Istio.SecurityV1().PeerAuthentications(ns).Create(ctx, pa, metav1.CreateOptions{FieldManager: HandMade})
 	return err
 }
+
+// HandMade is the field manager of the policies the estates start with:
+// kubectl create's, as a person makes them. Without one the API server
+// names the writer after the test binary ("e2e.test"), which the tool
+// takes for a controller that manages them and never changes.
+const HandMade = "kubectl-create"
 
 func (s *Scenario) legacy(ctx context.Context) error {
 	if err := s.namespace(ctx, "legacy", map[string]string{"team": "legacy"}); err != nil {

@@ -23,7 +23,12 @@ type Series struct {
 	Labels map[string]string // Istio's standard labels (ISTIO.md 3.1)
 	// PerScrape is how much the counter grows between two scrapes.
 	PerScrape float64
-	value     float64
+	// PodsOf ("namespace/app"), when set, reports the series once per
+	// running pod of that app, with its `pod` label, as Prometheus'
+	// kubernetes-pods job scrapes each sidecar: the series follow the
+	// pods through rollouts.
+	PodsOf string
+	value  float64
 }
 
 // Edge returns the destination-side series a server sidecar reports for a
@@ -51,9 +56,13 @@ func Edge(metric, src, dst, csp string, perScrape float64) Series {
 // Prometheus' text format, growing at every scrape, for a real Prometheus to
 // scrape. The test decides which edges exist, and can stop reporting one.
 type Exporter struct {
-	Addr   string
+	Addr string
+	// Pods lists the running pods of an app in a namespace, for the
+	// series reported per pod (Series.PodsOf).
+	Pods   func(namespace, app string) []string
 	mu     sync.Mutex
 	series map[string]*Series
+	perPod map[string]float64
 	srv    *http.Server
 }
 
@@ -63,7 +72,7 @@ func StartExporter() (*Exporter, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Exporter{Addr: ln.Addr().String(), series: map[string]*Series{}}
+	e := &Exporter{Addr: ln.Addr().String(), series: map[string]*Series{}, perPod: map[string]float64{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", e.serve)
 	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -86,6 +95,10 @@ func key(s Series) string {
 		fmt.Fprintf(&b, "%s=%q", k, s.Labels[k])
 	}
 	b.WriteString("}")
+	if s.PodsOf != "" {
+		// One entry per app, expanded per pod when served.
+		b.WriteString(" per pod of " + s.PodsOf)
+	}
 	return b.String()
 }
 
@@ -127,8 +140,24 @@ func (e *Exporter) serve(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(w, "# TYPE %s counter\n", s.Metric)
 			typed[s.Metric] = true
 		}
-		s.value += s.PerScrape
-		fmt.Fprintf(w, "%s %g\n", k, s.value)
+		if s.PodsOf == "" {
+			s.value += s.PerScrape
+			fmt.Fprintf(w, "%s %g\n", k, s.value)
+			continue
+		}
+		ns, app, _ := strings.Cut(s.PodsOf, "/")
+		if e.Pods == nil {
+			continue
+		}
+		for _, pod := range e.Pods(ns, app) {
+			one := Series{Metric: s.Metric, Labels: map[string]string{"pod": pod, "app": app, "namespace": ns}}
+			for l, v := range s.Labels {
+				one.Labels[l] = v
+			}
+			pk := key(one)
+			e.perPod[pk] += s.PerScrape
+			fmt.Fprintf(w, "%s %g\n", pk, e.perPod[pk])
+		}
 	}
 }
 

@@ -318,6 +318,10 @@ func namespaceFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceRe
 		for _, why := range m.Ignored {
 			add(CodePeerAuthenticationIgnored, SeverityWarning, "PeerAuthentication/"+strings.SplitN(why, ":", 2)[0], why+"; delete it or merge it into the policy that wins")
 		}
+		if owners := peerAuthOwners(s, m.NamespacePolicy); len(owners) > 0 && !(m.Mode == cluster.ModeStrict && m.Source == "namespace") {
+			add(CodePeerAuthenticationManagedElsewhere, SeverityWarning, "PeerAuthentication/"+m.NamespacePolicy,
+				"the migration's permissive and strict phases change this policy, so the plan blocks them: "+cluster.TakeoverRefusal("PeerAuthentication "+m.NamespacePolicy, owners))
+		}
 		for _, w := range m.Workloads {
 			if w.Mode != m.Mode || len(w.Ports) > 0 {
 				sev := SeverityInfo
@@ -493,4 +497,14 @@ func summarize(r *Report) Summary {
 		sum.Next[ns.Readiness.Next]++
 	}
 	return sum
+}
+
+// peerAuthOwners returns who else manages the PeerAuthentication "ns/name".
+func peerAuthOwners(s *cluster.Snapshot, policy string) []cluster.Owner {
+	for _, pa := range s.PeerAuthentications {
+		if pa.Namespace+"/"+pa.Name == policy {
+			return pa.Ownership.Owners()
+		}
+	}
+	return nil
 }

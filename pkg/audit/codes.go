@@ -29,6 +29,10 @@ const (
 	CodeDestinationRuleTLSNotIstio = "DestinationRuleTLSNotIstio"
 	CodeDestinationRulesPartial    = "DestinationRulesPartial"
 	CodeJobNotMeshed               = "JobNotMeshed"
+	// CodePeerAuthenticationManagedElsewhere: the namespace-wide policy the
+	// migration changes is managed by Argo CD, Flux, Helm or another
+	// controller, which would revert the change.
+	CodePeerAuthenticationManagedElsewhere = "PeerAuthenticationManagedElsewhere"
 )
 
 // Codes lists every finding code.
@@ -40,4 +44,5 @@ var Codes = []string{
 	CodeDestinationRuleTLSDisabled, CodeAutoMTLSDisabled, CodeAllowNothingWithoutAllows, CodeIstioPoliciesUnreadable,
 	CodePlaintextClient, CodePlaintextOutbound, CodeTrafficUnavailable, CodeTelemetryMissing,
 	CodeDestinationRuleTLSNotIstio, CodeDestinationRulesPartial, CodeJobNotMeshed,
+	CodePeerAuthenticationManagedElsewhere,
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
 
 const applyExample = `  # See what the plan would do, without changing anything
@@ -43,13 +44,18 @@ const applyExample = `  # See what the plan would do, without changing anything
 // ExecFlags are the flags of the commands that change the cluster (apply,
 // rollback).
 type ExecFlags struct {
-	DryRun       string
-	Yes          bool
-	Timeout      time.Duration
-	Concurrency  int
-	LockWait     time.Duration
-	VerifyWindow time.Duration
-	Traffic      TrafficFlags
+	DryRun      string
+	Yes         bool
+	Timeout     time.Duration
+	Concurrency int
+	LockWait    time.Duration
+	// LeaseDuration is how long another run must watch this run's lock
+	// unrenewed before it takes it over; it is renewed every third of it.
+	LeaseDuration time.Duration
+	VerifyWindow  time.Duration
+	// AllowShortWindow lifts the plan's minVerifyWindow floor.
+	AllowShortWindow bool
+	Traffic          TrafficFlags
 }
 
 // AddFlags registers the flags.
@@ -58,12 +64,14 @@ func (f *ExecFlags) AddFlags(fs *pflag.FlagSet, gates bool) {
 	fs.Lookup("dry-run").NoOptDefVal = phases.DryRunClient
 	fs.BoolVar(&f.Yes, "yes", false, "Do not ask for confirmation (scripts)")
 	fs.DurationVar(&f.Timeout, "timeout", 5*time.Minute, "How long to wait for each rollout and each gate to settle")
-	fs.DurationVar(&f.LockWait, "wait-for-lock", 0, "How long to wait for another run's lock on a namespace (0: fail at once, naming the holder)")
+	fs.DurationVar(&f.LockWait, "wait-for-lock", 0, "How long to wait for another run's lock on a namespace (0: fail at once, naming the holder); a dead run's lock is taken over once this run has watched it unrenewed for its lease duration")
+	fs.DurationVar(&f.LeaseDuration, "lease-duration", phases.DefaultLeaseDuration, "How long another run must watch this run's lock unrenewed before it takes it over (renewed every third of it); at least 3s")
 	fs.IntVar(&f.Concurrency, "concurrency", 4, "How many namespaces, and rollouts within one, to handle at once")
 	if gates {
 		fs.StringVar(&f.Traffic.PrometheusURL, "prometheus-url", "", "Prometheus the traffic gates read (default: a Prometheus service found in the cluster, through the API server's service proxy)")
 		fs.StringVar(&f.Traffic.PrometheusService, "prometheus-service", "", "The in-cluster Prometheus service as NAMESPACE/NAME[:PORT]")
-		fs.DurationVar(&f.VerifyWindow, "verify-window", 0, "The window the traffic gates read (default: since the namespace and its callers were meshed, at most the plan's traffic window)")
+		fs.DurationVar(&f.VerifyWindow, "verify-window", 0, "The window the traffic gates read (default: since the namespace and its callers were meshed, at most the plan's traffic window); never under the plan's minVerifyWindow")
+		fs.BoolVar(&f.AllowShortWindow, "allow-short-verify-window", false, "Let the traffic gates judge a window under the plan's minVerifyWindow (each use is recorded in the checkpoint): one request in a short window can pass a gate")
 	}
 }
 
@@ -81,6 +89,11 @@ func (f *ExecFlags) Validate() error {
 		return fmt.Errorf("--concurrency must be at least 1, got %d", f.Concurrency)
 	case f.LockWait < 0:
 		return fmt.Errorf("--wait-for-lock must not be negative, got %s", f.LockWait)
+	case f.LeaseDuration < minLeaseDuration:
+		// Renewed every third of it: shorter, one slow API call loses it.
+		return fmt.Errorf("--lease-duration must be at least %s, got %s", minLeaseDuration, f.LeaseDuration)
+	case f.LeaseDuration%time.Second != 0:
+		return fmt.Errorf("--lease-duration must be whole seconds (the Lease stores seconds), got %s", f.LeaseDuration)
 	case f.VerifyWindow < 0:
 		return fmt.Errorf("--verify-window must not be negative, got %s", f.VerifyWindow)
 	case f.Traffic.PrometheusURL != "" && f.Traffic.PrometheusService != "":
@@ -88,6 +101,9 @@ func (f *ExecFlags) Validate() error {
 	}
 	return nil
 }
+
+// minLeaseDuration is the shortest --lease-duration.
+const minLeaseDuration = 3 * time.Second
 
 func (f *ExecFlags) dry() bool { return f.DryRun != phases.DryRunNone }
 
@@ -124,7 +140,8 @@ func newExecutor(connect connector, out io.Writer, f *ExecFlags, opts phases.Opt
 	}
 	c.DryRun = f.DryRun
 	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
-	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, phases.DefaultLeaseDuration, identity()
+	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, f.LeaseDuration, identity()
+	opts.AllowShortWindow = f.AllowShortWindow
 	return &phases.Executor{Cluster: c, Observer: obs, Out: out, Now: time.Now, Options: opts}, nil
 }
 
@@ -164,14 +181,14 @@ func (o *clusterObserver) Audit(ctx context.Context, namespaces []string, since 
 	return snap, audit.Audit(snap, obs), nil
 }
 
-func (o *clusterObserver) ShadowDenials(ctx context.Context, ns string, since time.Time) (float64, float64, string, error) {
+func (o *clusterObserver) ShadowDecisions(ctx context.Context, ns string, since time.Time) ([]traffic.ShadowCount, string, error) {
 	p, err := o.traffic.prometheus(ctx, o.configFlags)
 	if err != nil {
-		return 0, 0, "", err
+		return nil, "", err
 	}
 	w := windowSince(since)
-	denied, all, err := p.ShadowDenials(ctx, ns, w)
-	return denied, all, fmt.Sprintf("%s since %s (%s)", model.Duration(w), since.UTC().Format(time.RFC3339), p.URL), err
+	counts, err := p.ShadowDecisions(ctx, ns, w)
+	return counts, fmt.Sprintf("%s since %s (%s)", model.Duration(w), since.UTC().Format(time.RFC3339), p.URL), err
 }
 
 // windowSince is the whole seconds since t, at least one.

@@ -13,12 +13,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/spf13/pflag"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
@@ -162,15 +166,19 @@ func TestExecCommandsRejectBadInput(t *testing.T) {
 		{[]string{"apply", "-f", planFile, "--concurrency", "0"}, "--concurrency must be at least 1, got 0"},
 		{[]string{"apply", "-f", planFile, "--timeout", "0s"}, "--timeout must be positive"},
 		{[]string{"apply", "-f", planFile, "--wait-for-lock=-1s"}, "--wait-for-lock must not be negative"},
+		{[]string{"apply", "-f", planFile, "--lease-duration", "2s"}, "--lease-duration must be at least 3s, got 2s"},
+		{[]string{"apply", "-f", planFile, "--lease-duration", "0s"}, "--lease-duration must be at least 3s, got 0s"},
+		{[]string{"apply", "-f", planFile, "--lease-duration", "3500ms"}, "--lease-duration must be whole seconds (the Lease stores seconds), got 3.5s"},
 		{[]string{"apply", "-f", planFile, "--verify-window=-1h"}, "--verify-window must not be negative"},
+		{[]string{"apply", "-f", planFile, "--verify-window=1m", "--yes"}, "--verify-window 1m0s is under plan mp-"},
 		{[]string{"apply", "-f", planFile, "--prometheus-url", "http://127.0.0.1:9090", "--prometheus-service", "monitoring/prometheus"},
 			"--prometheus-url and --prometheus-service exclude each other"},
-		{[]string{"rollback"}, "rollback needs exactly one namespace, named explicitly: -n NS"},
-		{[]string{"rollback", "-n", "shop,legacy", "--all"}, "rollback needs exactly one namespace"},
+		{[]string{"rollback"}, "rollback needs its namespaces named explicitly: -n NS[,NS...]"},
 		{[]string{"rollback", "-n", "shop"}, "say how far to roll back: --to PHASE or --all (one of them)"},
 		{[]string{"rollback", "-n", "shop", "--to", "strict", "--all"}, "say how far to roll back: --to PHASE or --all"},
 		{[]string{"rollback", "-n", "shop", "--to", "nope"}, `--to "nope": want one of inject, permissive, verify, strict, authz`},
 		{[]string{"rollback", "-n", "shop", "--all", "--dry-run=maybe"}, `--dry-run="maybe"`},
+		{[]string{"rollback", "-n", "shop", "--all", "--lease-duration", "1s"}, "--lease-duration must be at least 3s, got 1s"},
 		{[]string{"unlock"}, "unlock needs exactly one namespace, named explicitly: -n NS"},
 		{[]string{"status", "-n", "shop", "-o", "wide"}, `-o "wide": want table, yaml or json`},
 		{[]string{"verify", "-n", "shop", "--no-traffic"}, "verify judges live telemetry: --no-traffic and --traffic-file cannot pass its gate"},
@@ -298,5 +306,59 @@ func TestConfirm(t *testing.T) {
 	var out bytes.Buffer
 	if err := confirm(context.Background(), strings.NewReader(""), &out, true, "Apply plan mp-1 to shop"); err != nil || out.Len() != 0 {
 		t.Errorf("--yes: %v, prompted %q; want no question", err, out.String())
+	}
+}
+
+// --lease-duration reaches the executor's locks; its default is the
+// package's.
+func TestLeaseDurationFlag(t *testing.T) {
+	kubeconfig := writeKubeconfig(t, "http://127.0.0.1:1")
+	for args, want := range map[string]time.Duration{"": phases.DefaultLeaseDuration, "--lease-duration=45s": 45 * time.Second} {
+		var f ExecFlags
+		fs := pflag.NewFlagSet("apply", pflag.ContinueOnError)
+		f.AddFlags(fs, false)
+		if err := fs.Parse(strings.Fields(args)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Validate(); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		configFlags := genericclioptions.NewConfigFlags(false)
+		configFlags.KubeConfig = &kubeconfig
+		ex, err := newExecutor(connectTo(configFlags), io.Discard, &f, phases.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Options.LeaseDuration != want {
+			t.Errorf("%q: lease duration %s, want %s", args, ex.Options.LeaseDuration, want)
+		}
+	}
+}
+
+// status shows a lock's times as its holder's and never calls it expired
+// by this machine's clock: that may only differ from the holder's.
+func TestStatusDoesNotJudgeALockByTheClock(t *testing.T) {
+	for renewed, want := range map[string]string{
+		"2020-03-01T12:00:10.000000Z": `held by "bob@ci pid 2 run bbbbbb" (renewed 2020-03-01T12:00:10Z, by its clock; past its expiry 2020-03-01T12:00:40Z by this one: a dead holder, or clocks that differ)`,
+		"2099-03-01T12:00:10.000000Z": `held by "bob@ci pid 2 run bbbbbb" (renewed 2099-03-01T12:00:10Z, expires 2099-03-01T12:00:40Z unless renewed)`,
+	} {
+		api, kubeconfig := startAPI(t)
+		lease := `{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"meshmigrate-lock","namespace":"shop","resourceVersion":"7"},
+"spec":{"holderIdentity":"bob@ci pid 2 run bbbbbb","leaseDurationSeconds":30,"acquireTime":"2020-03-01T12:00:00.000000Z","renewTime":"` + renewed + `"}}`
+		serve := func(body string) func(http.ResponseWriter, []byte) {
+			return func(w http.ResponseWriter, _ []byte) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(body))
+			}
+		}
+		api.routes["GET /api/v1/namespaces/shop"] = serve(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}`)
+		api.routes["GET /api/v1/namespaces/shop/configmaps/meshmigrate-checkpoint"] = func(w http.ResponseWriter, _ []byte) {
+			status(w, http.StatusNotFound, "NotFound", "not found")
+		}
+		api.routes["GET /apis/coordination.k8s.io/v1/namespaces/shop/leases/meshmigrate-lock"] = serve(lease)
+		out, stderr, code := runAgainst(t, kubeconfig, nil, "status", "-n", "shop", "-o", "table")
+		if code != ExitOK || !strings.Contains(out, want) || strings.Contains(out, "expired") {
+			t.Errorf("renewed %s: exit %d, stdout %q, stderr %q; want %q and never \"expired\"", renewed, code, out, stderr, want)
+		}
 	}
 }

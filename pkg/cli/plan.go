@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/labels"
@@ -44,6 +45,8 @@ type PlanOptions struct {
 	OutDir        string
 	Traffic       TrafficFlags
 	Plan          plan.Options
+	// MinVerifyWindow fills Plan.MinVerifyWindow.
+	MinVerifyWindow time.Duration
 
 	scope  cluster.Scope
 	reader snapshotReader
@@ -53,7 +56,7 @@ type PlanOptions struct {
 // NewPlanOptions returns options with their defaults.
 func NewPlanOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *PlanOptions {
 	return &PlanOptions{configFlags: configFlags, IOStreams: streams,
-		Plan: plan.Options{Target: plan.TargetStrict, Authz: plan.AuthzEnforce}}
+		Plan: plan.Options{Target: plan.TargetStrict, Authz: plan.AuthzEnforce}, MinVerifyWindow: plan.DefaultMinVerifyWindow}
 }
 
 func newCmdPlan(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
@@ -99,6 +102,7 @@ Output: a table on a terminal, else YAML. Exit codes: 0 nothing blocked,
 	f.StringSliceVar(&o.Plan.PortExceptions, "port-exception", nil, "NAMESPACE/WORKLOAD:PORT that keeps accepting plaintext under STRICT (repeatable), e.g. a metrics port scraped from outside the mesh")
 	f.StringSliceVar(&o.Plan.AllowNoCallers, "allow-no-callers", nil, "Acknowledge that NAMESPACE/WORKLOAD (or NAMESPACE/*) had no observed caller and may be denied everything by allow-nothing (repeatable)")
 	f.StringSliceVar(&o.Plan.ForceStrict, "force-strict", nil, "Plan STRICT for NAMESPACE despite its blockers (repeatable); the plan says it was forced")
+	f.DurationVar(&o.MinVerifyWindow, "min-verify-window", plan.DefaultMinVerifyWindow, "The shortest window apply's traffic gates may judge (recorded in the plan): a gate over less traffic time is inconclusive, and apply --verify-window under it is refused; keep it many scrape intervals long")
 	o.Traffic.AddFlags(f)
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "yaml", "json"))
 	_ = cmd.RegisterFlagCompletionFunc("target", fixedCompletion(plan.TargetStrict, plan.TargetPermissive))
@@ -155,6 +159,7 @@ func (o *PlanOptions) Complete(cmd *cobra.Command) error {
 		return err
 	}
 	o.color = colorEnabled(o.Out)
+	o.Plan.MinVerifyWindow = o.MinVerifyWindow.String()
 	if o.Output == "" {
 		o.Output = "yaml"
 		if isTerminal(o.Out) {
@@ -195,6 +200,9 @@ func (o *PlanOptions) Validate() error {
 		if _, _, err := plan.ParseWorkload(w); err != nil {
 			return err
 		}
+	}
+	if o.MinVerifyWindow < time.Second {
+		return fmt.Errorf("--min-verify-window %s: want at least 1s (and many scrape intervals: one request in a short window proves nothing)", o.MinVerifyWindow)
 	}
 	for _, pe := range o.Plan.PortExceptions {
 		if _, _, _, err := plan.ParsePortException(pe); err != nil {

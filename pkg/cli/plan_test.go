@@ -110,6 +110,7 @@ func TestPlanRejectsBadInput(t *testing.T) {
 		{[]string{"--force-strict", "elsewhere"}, "namespace elsewhere is not in the plan's scope"},
 		{[]string{"--revision", "9-99"}, "no injector serves istio.io/rev=9-99"},
 		{[]string{"-o", "wide"}, `unknown output format "wide"`},
+		{[]string{"--min-verify-window", "500ms"}, "--min-verify-window 500ms: want at least 1s"},
 	} {
 		out, stderr, code := run(t, &fakeReader{snap: estate()}, append([]string{"plan", "-A", "--no-traffic"}, tc.args...)...)
 		if code != ExitError || !strings.Contains(stderr, tc.want) || out != "" {

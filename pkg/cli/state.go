@@ -25,8 +25,11 @@ type RollbackOptions struct {
 	To   string
 	All  bool
 	Exec ExecFlags
+	// BreakDependents and AcceptRestarts lift two of rollback's refusals.
+	BreakDependents bool
+	AcceptRestarts  bool
 
-	namespace string
+	namespaces []string
 }
 
 // NewRollbackOptions returns options with their defaults.
@@ -37,8 +40,8 @@ func NewRollbackOptions(configFlags *genericclioptions.ConfigFlags, streams gene
 func newCmdRollback(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := NewRollbackOptions(configFlags, streams)
 	cmd := &cobra.Command{
-		Use:   "rollback -n NS (--to PHASE | --all) [--dry-run=none|client|server] [--yes]",
-		Short: "Undo a namespace's migration, from the undo records in its checkpoint",
+		Use:   "rollback -n NS[,NS...] (--to PHASE | --all) [--dry-run=none|client|server] [--yes]",
+		Short: "Undo namespaces' migration, from the undo records in their checkpoints",
 		Long: `Rollback undoes what apply changed in one namespace, newest change first, from
 the undo records in its checkpoint: labels and objects return to exactly what
 they were, objects the plan created are deleted (only if they still carry the
@@ -47,12 +50,24 @@ their prior pod template once the namespace's injection labels are restored.
 
 --to PHASE keeps that phase and the ones before it; --all undoes every change
 of every plan applied to the namespace and removes the checkpoint and lock.
-A change someone else made since stops the rollback, named, untouched.`,
+A change someone else made since stops the rollback, named, untouched.
+
+--all removes sidecars, so it is refused while a namespace that this one calls
+is STRICT (or enforces authorization) and would then receive plaintext: roll
+that one back first, or both together (-n frontend,backend: every namespace
+named goes back to the end of its inject phase first, then the rest), or pass
+--break-dependents. A workload restarted again since the plan restarted it
+stops the rollback unless --accept-restarts. Pods that still carry a sidecar
+afterwards (created while the namespace was labelled) are listed with the
+command that restarts them.`,
 		Example: `  # What would a full rollback do?
   kubectl meshmigrate rollback -n shop --all --dry-run=client
 
   # Back to PERMISSIVE (undo strict and authz)
-  kubectl meshmigrate rollback -n shop --to permissive --yes`,
+  kubectl meshmigrate rollback -n shop --to permissive --yes
+
+  # A caller and the STRICT namespace it calls, together
+  kubectl meshmigrate rollback -n frontend,backend --all --yes`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Complete(cmd); err != nil {
@@ -66,18 +81,19 @@ A change someone else made since stops the rollback, named, untouched.`,
 	}
 	cmd.Flags().StringVar(&o.To, "to", "", "Keep this phase and those before it; undo the ones after")
 	cmd.Flags().BoolVar(&o.All, "all", false, "Undo every change")
+	cmd.Flags().BoolVar(&o.BreakDependents, "break-dependents", false, "Remove the sidecars even though STRICT namespaces this one calls rely on them: their calls from it fail from then on")
+	cmd.Flags().BoolVar(&o.AcceptRestarts, "accept-restarts", false, "Leave a workload restarted again since the plan restarted it (kubectl rollout restart, a GitOps restart) as it is, and finish")
 	o.Exec.AddFlags(cmd.Flags(), false)
 	_ = cmd.RegisterFlagCompletionFunc("to", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-// Complete takes the namespace, which must be named explicitly.
+// Complete takes the namespaces, which must be named explicitly.
 func (o *RollbackOptions) Complete(cmd *cobra.Command) error {
-	ns := namespacesFlag(cmd)
-	if len(ns) != 1 {
-		return errors.New("rollback needs exactly one namespace, named explicitly: -n NS")
+	o.namespaces = namespacesFlag(cmd)
+	if len(o.namespaces) == 0 {
+		return errors.New("rollback needs its namespaces named explicitly: -n NS[,NS...]")
 	}
-	o.namespace = ns[0]
 	return nil
 }
 
@@ -94,23 +110,26 @@ func (o *RollbackOptions) Validate() error {
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	ex, err := newExecutor(connectTo(o.configFlags), o.Out, &o.Exec, phases.Options{})
+	ex, err := newExecutor(connectTo(o.configFlags), o.Out, &o.Exec, phases.Options{BreakDependents: o.BreakDependents, AcceptRestarts: o.AcceptRestarts})
 	if err != nil {
 		return err
 	}
-	if _, err := ex.Cluster.Kube.CoreV1().Namespaces().Get(ctx, o.namespace, metav1.GetOptions{}); err != nil {
-		return fmt.Errorf("namespace %s: %w", o.namespace, err)
+	for _, ns := range o.namespaces {
+		if _, err := ex.Cluster.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
 	}
+	names := strings.Join(o.namespaces, ", ")
 	what := "every change"
 	if o.To != "" {
 		what = "the phases after " + o.To
 	}
 	if !o.Exec.dry() {
-		if err := confirm(ctx, o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Roll back %s in namespace %s", what, o.namespace)); err != nil {
+		if err := confirm(ctx, o.In, o.Out, o.Exec.Yes, fmt.Sprintf("Roll back %s in namespace %s", what, names)); err != nil {
 			return err
 		}
 	}
-	out, err := ex.Rollback(ctx, o.namespace, o.To)
+	out, err := ex.Rollback(ctx, o.namespaces, o.To)
 	if err != nil {
 		return err
 	}
@@ -118,7 +137,13 @@ func (o *RollbackOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "Dry run (%s): %s would be undone; nothing was changed\n", o.Exec.DryRun, count(out.Changes, "change"))
 		return nil
 	}
-	fmt.Fprintf(o.Out, "Rolled back %s in %s\n", count(out.Changes, "change"), o.namespace)
+	fmt.Fprintf(o.Out, "Rolled back %s in %s\n", count(out.Changes, "change"), names)
+	if len(out.Leftovers) > 0 {
+		fmt.Fprintf(o.Out, "%s still carry sidecars the restored labels no longer give; restart them:\n", count(len(out.Leftovers), "workload"))
+		for _, l := range out.Leftovers {
+			fmt.Fprintf(o.Out, "  %s\n", l)
+		}
+	}
 	return nil
 }
 
@@ -189,12 +214,43 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		return err
 	}
 	if o.Output != "table" {
-		return printObject(o.Out, &sts, o.Output)
+		if err := printObject(o.Out, &sts, o.Output); err != nil {
+			return err
+		}
+		return invalidCheckpoints(sts)
 	}
 	if len(sts) == 0 {
 		fmt.Fprintln(o.ErrOut, "No migration checkpoints found.")
 		return nil
 	}
+	if err := o.printStatus(sts); err != nil {
+		return err
+	}
+	for _, s := range sts {
+		if s.Error != "" {
+			fmt.Fprintf(o.ErrOut, "%s: %s\n", s.Namespace, s.Error)
+		}
+	}
+	return invalidCheckpoints(sts)
+}
+
+// invalidCheckpoints ends status with exit 1 when a checkpoint cannot be
+// used, after every namespace was shown: apply and rollback fail (exit 1)
+// on those namespaces for the same reason, so a script sees one code.
+func invalidCheckpoints(sts []phases.NamespaceStatus) error {
+	var bad []string
+	for _, s := range sts {
+		if s.Error != "" {
+			bad = append(bad, s.Namespace)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d checkpoints cannot be used (%s): apply and rollback refuse those namespaces until they are fixed", len(bad), len(sts), strings.Join(bad, ", "))
+}
+
+func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 	rows := [][]string{}
 	for _, s := range sts {
 		gate := "-"
@@ -203,9 +259,12 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		}
 		lock := "free"
 		if s.Lock != nil && s.Lock.Held {
-			lock = fmt.Sprintf("held by %q until %s", s.Lock.Holder, s.Lock.Expires.Format(time.RFC3339))
+			// The times are the holder's clock: a past expiry on this one
+			// may be a dead holder or clocks that differ, so it is not
+			// called expired (a waiting run watches the lease to tell).
+			lock = fmt.Sprintf("held by %q (renewed %s, expires %s unless renewed)", s.Lock.Holder, s.Lock.Renewed.Format(time.RFC3339), s.Lock.Expires.Format(time.RFC3339))
 			if time.Now().After(s.Lock.Expires) {
-				lock = fmt.Sprintf("expired (last holder %q, renewed %s)", s.Lock.Holder, s.Lock.Renewed.Format(time.RFC3339))
+				lock = fmt.Sprintf("held by %q (renewed %s, by its clock; past its expiry %s by this one: a dead holder, or clocks that differ)", s.Lock.Holder, s.Lock.Renewed.Format(time.RFC3339), s.Lock.Expires.Format(time.RFC3339))
 			}
 		}
 		updated := "-"
@@ -216,7 +275,11 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		if plan == "" {
 			plan = "-"
 		}
-		rows = append(rows, []string{s.Namespace, plan, s.Phase, s.State, gate, fmt.Sprint(s.Records), lock, updated})
+		records := fmt.Sprint(s.Records)
+		if s.Error != "" {
+			records = "-" // unknown: the records could not be read
+		}
+		rows = append(rows, []string{s.Namespace, plan, s.Phase, s.State, gate, records, lock, updated})
 	}
 	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
 }
@@ -241,8 +304,9 @@ func newCmdUnlock(configFlags *genericclioptions.ConfigFlags, streams genericioo
 	return &cobra.Command{
 		Use:   "unlock -n NS",
 		Short: "Release a namespace's lock whose holder you know is dead",
-		Long: `A run renews its lock while it works; a crashed run's lock expires on its own
-and the next apply takes it over. Unlock releases it at once, for the operator
+		Long: `A run renews its lock while it works; a crashed run's lock is taken over by
+the next apply once that has watched it unrenewed for its lease duration
+(30s by default). Unlock releases it at once, for the operator
 who knows the holder is dead. Releasing the lock of a live run lets a second
 run in beside it: check "kubectl meshmigrate status" first.`,
 		Args: cobra.NoArgs,

@@ -200,7 +200,8 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, policyNamesp
 }
 
 func peerAuthenticationFrom(m *metav1.ObjectMeta, s *securityv1beta1.PeerAuthentication) PeerAuthentication {
-	pa := PeerAuthentication{Namespace: m.Namespace, Name: m.Name, CreatedAt: m.CreationTimestamp.Time, Mode: ModeUnset}
+	pa := PeerAuthentication{Namespace: m.Namespace, Name: m.Name, CreatedAt: m.CreationTimestamp.Time, Mode: ModeUnset,
+		Ownership: OwnershipOf(m.Labels, m.Annotations, m.ManagedFields)}
 	pa.Selector = selectorLabels(s.GetSelector())
 	if mt := s.GetMtls(); mt != nil {
 		pa.Mode = mt.GetMode().String()
@@ -233,6 +234,7 @@ func authorizationPolicyFrom(m *metav1.ObjectMeta, s *securityv1beta1.Authorizat
 		Namespaced: selectorLabels(s.GetSelector()) == nil && s.GetTargetRef() == nil && len(s.GetTargetRefs()) == 0,
 		Rules:      len(s.GetRules()),
 		DryRun:     strings.EqualFold(m.Annotations[DryRunAnnotation], "true"),
+		Ownership:  OwnershipOf(m.Labels, m.Annotations, m.ManagedFields),
 	}
 	for _, rule := range s.GetRules() {
 		if rule == nil || (len(rule.GetFrom()) == 0 && len(rule.GetTo()) == 0 && len(rule.GetWhen()) == 0) {

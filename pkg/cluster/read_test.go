@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -85,11 +86,15 @@ func newFixture(withIstioCRDs bool) *fixture {
 	ic := istiofake.NewSimpleClientset(
 		&clientsecv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: "mesh-root", Name: "default", CreationTimestamp: t0},
 			Spec: securityv1beta1.PeerAuthentication{Mtls: &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_STRICT}}},
-		&clientsecv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", CreationTimestamp: t0},
+		&clientsecv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", CreationTimestamp: t0,
+			Labels: map[string]string{"team": "shop", LabelArgoInstance: "shop-mesh"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationApply},
+				{Manager: "pilot-discovery", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status"}}},
 			Spec: securityv1beta1.PeerAuthentication{Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "web"}},
 				PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{9090: {Mode: securityv1beta1.PeerAuthentication_MutualTLS_DISABLE}}}},
 		&clientsecv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "default", CreationTimestamp: t0}},
-		&clientsecv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "allow-nothing", Annotations: map[string]string{"istio.io/dry-run": "true"}}},
+		&clientsecv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "allow-nothing",
+			Annotations: map[string]string{"istio.io/dry-run": "true", AnnotationHelmReleaseName: "policies", AnnotationHelmReleaseNamespace: "shop"}}},
 	)
 	if withIstioCRDs {
 		kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{
@@ -158,6 +163,17 @@ func TestReadNamedNamespace(t *testing.T) {
 	}
 	if len(s.AuthorizationPolicies) != 1 || !s.AuthorizationPolicies[0].DryRun || !s.AuthorizationPolicies[0].Namespaced {
 		t.Errorf("authorization policies = %+v", s.AuthorizationPolicies)
+	}
+	// Ownership keeps the field managers (not status writers) and the
+	// owner marks, nothing else of the metadata.
+	if o := pas["shop/web"].Ownership; !reflect.DeepEqual(o, Ownership{Managers: []string{"argocd-controller"}, Marks: map[string]string{LabelArgoInstance: "shop-mesh"}}) {
+		t.Errorf("ownership of shop/web = %+v", o)
+	}
+	if o := s.AuthorizationPolicies[0].Ownership; !reflect.DeepEqual(o.Marks, map[string]string{AnnotationHelmReleaseName: "policies", AnnotationHelmReleaseNamespace: "shop"}) {
+		t.Errorf("ownership of shop/allow-nothing = %+v", o)
+	}
+	if o := pas["mesh-root/default"].Ownership; o.Managers != nil || o.Marks != nil {
+		t.Errorf("a policy without owner marks has ownership %+v", o)
 	}
 }
 

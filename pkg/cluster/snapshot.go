@@ -153,6 +153,8 @@ type PeerAuthentication struct {
 	Mode string `json:"mode"`
 	// PortModes is spec.portLevelMtls keyed by workload (target) port.
 	PortModes map[uint32]string `json:"portModes,omitempty"`
+	// Ownership tells who else manages it (the plan never takes it over).
+	Ownership Ownership `json:"ownership,omitzero"`
 }
 
 // DestinationRule is a networking.istio.io DestinationRule, reduced to the TLS
@@ -184,4 +186,6 @@ type AuthorizationPolicy struct {
 	// EmptyRule is true when some rule is {} (matches everything).
 	EmptyRule bool `json:"emptyRule,omitempty"`
 	DryRun    bool `json:"dryRun,omitempty"`
+	// Ownership tells who else manages it (the plan never takes it over).
+	Ownership Ownership `json:"ownership,omitzero"`
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
 
 // Observer reads what the gates and the stale check judge.
@@ -30,9 +31,9 @@ type Observer interface {
 	// Audit re-reads the namespaces and audits them, with the traffic
 	// since `since` (the zero time: without traffic).
 	Audit(ctx context.Context, namespaces []string, since time.Time) (*cluster.Snapshot, *audit.Report, error)
-	// ShadowDenials counts the dry-run authorization decisions in ns since
-	// `since`, and how many of them were denials; window describes it.
-	ShadowDenials(ctx context.Context, ns string, since time.Time) (denied, decisions float64, window string, err error)
+	// ShadowDecisions returns the dry-run authorization decisions in ns
+	// since `since`, per pod and protocol; window describes it.
+	ShadowDecisions(ctx context.Context, ns string, since time.Time) (counts []traffic.ShadowCount, window string, err error)
 }
 
 // Dry-run modes (--dry-run).
@@ -61,6 +62,16 @@ type Options struct {
 	// since the namespace and its callers were meshed, at most the plan's
 	// traffic window).
 	VerifyWindow time.Duration
+	// AllowShortWindow lets the traffic gates judge a window under the
+	// plan's minVerifyWindow (--allow-short-verify-window); each use is
+	// recorded in the checkpoint.
+	AllowShortWindow bool
+	// BreakDependents lets rollback remove a namespace's sidecars while
+	// namespaces it calls are STRICT (--break-dependents).
+	BreakDependents bool
+	// AcceptRestarts lets rollback pass over a workload restarted again
+	// since the plan restarted it (--accept-restarts).
+	AcceptRestarts bool
 	// Identity names this run in the lock and the checkpoint.
 	Identity string
 }
@@ -82,6 +93,8 @@ type Executor struct {
 	peers map[string]peer
 	// verified are the namespaces whose verify gate passed in this run.
 	verified map[string]bool
+	// inRun are the namespaces this run holds the locks of.
+	inRun map[string]bool
 }
 
 // peer is the progress of a namespace others depend on.
@@ -117,7 +130,10 @@ type Stop struct {
 type Outcome struct {
 	Changes int    `json:"changes"`
 	Stops   []Stop `json:"stops,omitempty"`
-	mu      sync.Mutex
+	// Leftovers are what a rollback could not restore by itself, each with
+	// the command that does (pods that keep a sidecar).
+	Leftovers []string `json:"leftovers,omitempty"`
+	mu        sync.Mutex
 }
 
 func (o *Outcome) stop(s Stop) {
@@ -210,6 +226,9 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 	if err != nil {
 		return nil, err
 	}
+	if w, floor := e.Options.VerifyWindow, p.VerifyFloor(); w > 0 && w < floor && !e.Options.AllowShortWindow {
+		return nil, fmt.Errorf("--verify-window %s is under plan %s's minimum of %s (options.minVerifyWindow): over a shorter window one request can pass a gate; use a longer window, re-plan with --min-verify-window, or pass --allow-short-verify-window (recorded in the checkpoint)", w, p.ID, floor)
+	}
 	snap, report, err := e.Observer.Audit(ctx, names, time.Time{})
 	if err != nil {
 		return nil, err
@@ -219,7 +238,6 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 	}
 	pv := &Preview{Namespaces: names, Phases: phases}
 	e.cps = map[string]*Checkpoint{}
-	var check []string
 	for _, ns := range names {
 		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
 		if err != nil {
@@ -228,8 +246,6 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 		e.cps[ns] = cp
 		if cp.Started(p.ID) {
 			pv.Resuming = append(pv.Resuming, ns)
-		} else {
-			check = append(check, ns)
 		}
 		pn, _ := p.Namespace(ns)
 		for _, ph := range pn.Phases {
@@ -261,10 +277,29 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 			e.cps[caller] = cp
 		}
 	}
-	if changes := p.ChangesIn(snap, report, check); len(changes) > 0 {
+	if changes := e.staleness(p, snap, report, names); len(changes) > 0 {
 		return nil, &StaleError{PlanID: p.ID, Changes: changes}
 	}
 	return pv, nil
+}
+
+// staleness lists how the selected namespaces moved away from plan p. A
+// namespace whose checkpoint follows a newer plan is stale for p outright.
+// One this plan already changed is checked for every change the plan did
+// not make itself (its checkpoint's records say which it made).
+func (e *Executor) staleness(p *plan.Plan, snap *cluster.Snapshot, report *audit.Report, names []string) []string {
+	var out []string
+	made := map[string]plan.Made{}
+	for _, ns := range names {
+		cp := e.cps[ns]
+		if why := cp.NewerPlan(p); why != "" {
+			out = append(out, "namespace "+ns+": "+why)
+		}
+		if cp.Started(p.ID) {
+			made[ns] = cp.Made(p.ID)
+		}
+	}
+	return append(out, p.ChangesSince(snap, report, names, made)...)
 }
 
 // Apply runs the selected phases, wave by wave and, within a wave, phase
@@ -273,6 +308,10 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 // first wave-phase where a gate did not pass or a step is blocked.
 func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outcome, error) {
 	out := &Outcome{}
+	e.inRun = map[string]bool{}
+	for _, ns := range pv.Namespaces {
+		e.inRun[ns] = true
+	}
 	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
@@ -333,25 +372,22 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 // while this run waited for a lock (or for its confirmation) another run
 // may have changed them.
 func (e *Executor) reload(ctx context.Context, p *plan.Plan, pv *Preview) error {
-	var check []string
 	for _, ns := range pv.Namespaces {
 		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
 		if err != nil {
 			return err
 		}
-		if !cp.Started(p.ID) {
-			check = append(check, ns)
-		}
-		cp.ForPlan(p)
 		e.cps[ns] = cp
 	}
-	// The mesh is checked even when every namespace is resuming.
 	snap, report, err := e.Observer.Audit(ctx, pv.Namespaces, time.Time{})
 	if err != nil {
 		return err
 	}
-	if changes := p.ChangesIn(snap, report, check); len(changes) > 0 {
+	if changes := e.staleness(p, snap, report, pv.Namespaces); len(changes) > 0 {
 		return &StaleError{PlanID: p.ID, Changes: changes}
+	}
+	for _, ns := range pv.Namespaces {
+		e.cps[ns].ForPlan(p)
 	}
 	return nil
 }
@@ -365,7 +401,13 @@ func (e *Executor) save(ctx context.Context, ns string) error {
 	cp := e.cps[ns]
 	e.cpMu.Unlock()
 	// A cancelled run (Ctrl-C) still records what it did.
-	return e.Cluster.SaveCheckpoint(context.WithoutCancel(ctx), cp, e.Options.Identity, e.now())
+	if err := e.Cluster.SaveCheckpoint(context.WithoutCancel(ctx), cp, e.Options.Identity, e.now()); err != nil {
+		return err
+	}
+	if w := cp.sizeWarning(); w != "" {
+		e.logf(ns, "warning: %s", w)
+	}
+	return nil
 }
 
 func (e *Executor) dry() bool { return e.Options.DryRun != "" && e.Options.DryRun != DryRunNone }
@@ -400,6 +442,15 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		reason := "blocked in the plan: " + ph.Reason
 		return e.stopPhase(ctx, ns, rec, reason, out)
 	}
+	if phase == plan.PhaseVerify || phase == plan.PhaseStrict && !strictStepsDone(cp, p.ID, ph) {
+		reason, err := e.callerStop(ctx, p, pn)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			return e.stopPhase(ctx, ns, rec, reason, out)
+		}
+	}
 	if phase == plan.PhaseStrict && !strictStepsDone(cp, p.ID, ph) {
 		g, err := e.verifyAgain(ctx, p, pn)
 		if err != nil {
@@ -407,12 +458,6 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		}
 		if g != nil && g.Result != GatePassed {
 			return e.gateStop(ctx, ns, rec, *g, out)
-		}
-	}
-	if phase == plan.PhaseVerify {
-		if waiting := e.unmeshedCallers(p, pn); len(waiting) > 0 {
-			reason := "wave order: " + strings.Join(waiting, ", ") + " call this namespace in plaintext and are not meshed yet: apply their inject phase first"
-			return e.stopPhase(ctx, ns, rec, reason, out)
 		}
 	}
 	if !e.dry() {
@@ -458,6 +503,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 			e.logf(ns, "%s: FORCED by --force-strict over: %s", phase, st.Reason)
 		}
 		r, err := e.runStep(ctx, p, ns, phase, i, st, out)
+		if reason, ok := refused(err); ok {
+			return e.stopPhase(ctx, ns, rec, reason, out)
+		}
 		if err != nil {
 			return fmt.Errorf("%s %s %s: %w", ns, phase, st.Target, err)
 		}
@@ -480,6 +528,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		}
 		return nil
 	}
+	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
+		return err
+	}
 	var gate *GateResult
 	if check != nil {
 		g, err := e.phaseGate(ctx, p, pn, phase, check, ph.Steps)
@@ -494,6 +545,9 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 		if phase == plan.PhaseVerify {
 			e.markVerified(ns)
 		}
+	}
+	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
+		return err
 	}
 	e.logf(ns, "%s: done", phase)
 	return e.finishPhase(ctx, ns, rec, StateDone, "", gate)
@@ -602,28 +656,81 @@ func (e *Executor) stopPhase(ctx context.Context, ns string, rec *PhaseRecord, r
 	return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
 }
 
-// unmeshedCallers lists the namespaces that call pn in plaintext and whose
-// inject phase is neither done in their checkpoint nor already done in the
-// plan. Verify would see their plaintext anyway; this names the cause.
-func (e *Executor) unmeshedCallers(p *plan.Plan, pn *plan.Namespace) []string {
-	var out []string
-	for _, caller := range pn.CalledBy {
-		cn, ok := p.Namespace(caller)
-		if !ok {
-			continue
-		}
-		if ph, ok := cn.Phase(plan.PhaseInject); ok && ph.Status == plan.StatusDone {
-			continue
-		}
-		if e.peers[caller].injected {
-			continue
-		}
-		if e.dry() {
-			continue
-		}
-		out = append(out, caller)
+// callerStop re-reads, before verify and before STRICT, every namespace
+// this one waits for (the plan's calledBy). Its checkpoint: a concurrent
+// rollback may have undone its inject phase since this run loaded it (the
+// namespaces of this run are locked, so their progress is read from the
+// last snapshot). And its pods: each caller workload the plan expects to
+// clear must carry a sidecar now. It returns why the phase must not start,
+// or "" when every caller is meshed.
+func (e *Executor) callerStop(ctx context.Context, p *plan.Plan, pn *plan.Namespace) (string, error) {
+	if e.dry() || len(pn.CalledBy) == 0 {
+		return "", nil
 	}
-	return out
+	var waiting []string
+	for _, caller := range pn.CalledBy {
+		if cn, ok := p.Namespace(caller); ok {
+			if ph, ok := cn.Phase(plan.PhaseInject); ok && ph.Status == plan.StatusDone {
+				continue // meshed before the plan: its pods are checked below
+			}
+		}
+		injected := e.peers[caller].injected
+		if !e.inRun[caller] {
+			cp, err := e.Cluster.LoadCheckpoint(ctx, caller)
+			if err != nil {
+				return "", fmt.Errorf("check the callers of %s: %w", pn.Name, err)
+			}
+			injected = cp.PhaseDone(plan.PhaseInject)
+		}
+		if !injected {
+			waiting = append(waiting, caller)
+		}
+	}
+	if len(waiting) > 0 {
+		return "wave order: " + strings.Join(waiting, ", ") + " call this namespace in plaintext and are not meshed (their inject phase is not done, or was rolled back since): apply their inject phase first", nil
+	}
+	_, r, err := e.Observer.Audit(ctx, pn.CalledBy, time.Time{})
+	if err != nil {
+		return "", fmt.Errorf("check the callers of %s: %w", pn.Name, err)
+	}
+	expected := map[string]map[string]bool{}
+	if vp, ok := pn.Phase(plan.PhaseVerify); ok && vp.Gate != nil {
+		for _, c := range vp.Gate.Callers {
+			ns, w, _ := strings.Cut(c, "/")
+			if expected[ns] == nil {
+				expected[ns] = map[string]bool{}
+			}
+			expected[ns][w] = true
+		}
+	}
+	var bare []string
+	for _, caller := range pn.CalledBy {
+		for _, pod := range namespaceOf(r, caller).Pods.Items {
+			_, w, _ := strings.Cut(pod.Workload, "/")
+			switch {
+			case pod.Sidecar != "":
+				continue
+			case expected[caller] != nil && !expected[caller][w]:
+				continue // not a caller the plan counts on
+			case expected[caller] == nil && pod.State != audit.PodNeedsRestart && pod.State != audit.PodNotSelected:
+				continue // a plan without named callers: judge what should be meshed
+			}
+			bare = append(bare, fmt.Sprintf("%s/%s (%s)", caller, pod.Name, pod.Workload))
+		}
+	}
+	if len(bare) > 0 {
+		sort.Strings(bare)
+		return fmt.Sprintf("callers this namespace relies on are not meshed now (rolled back, or scaled up without injection, since): %s without a sidecar: %s; STRICT would refuse their calls: mesh them again (apply their inject phase) first",
+			plural(len(bare), "pod", "pods"), strings.Join(bare, ", ")), nil
+	}
+	return "", nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // rollout is a restarted workload to wait for.
@@ -644,6 +751,13 @@ type rollout struct {
 func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, idx int, st plan.Step, out *Outcome) (*rollout, error) {
 	cp := e.cps[ns]
 	rec := cp.Record(p.ID, phase, idx)
+	if rec != nil && (rec.Action != st.Action || rec.Target != st.Target) {
+		// The checkpoint is untrusted input: a record that claims this
+		// step must be this step, or it could make apply skip one (an
+		// ALLOW before the allow-nothing).
+		return nil, fmt.Errorf("the checkpoint of %s holds record %d (%s %s) for step %d of phase %s, which is %s %s in plan %s: it was edited, or belongs to another plan with this id; inspect it (kubectl get configmap %s -n %s -o yaml)",
+			ns, rec.Seq, rec.Action, rec.Target, idx, phase, st.Action, st.Target, p.ID, CheckpointName, ns)
+	}
 	if rec != nil && rec.State == StateDone {
 		e.logf(ns, "%s: %s %s: done by an earlier run", phase, st.Action, st.Target)
 		return nil, nil
@@ -788,6 +902,9 @@ func (e *Executor) capture(ctx context.Context, p *plan.Plan, ns string, st plan
 		u := Undo{APIVersion: apiVersion}
 		if cur != nil {
 			u.Existed, u.Prior = true, Clean(cur.Object)
+			if err := captureOwnership(&u, ns, st.Target, cur); err != nil {
+				return Undo{}, err
+			}
 		}
 		return u, nil
 	}
@@ -953,11 +1070,14 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 	switch gate.Name {
 	case plan.GateNoPlaintext:
 		since := e.verifySince(p, pn)
+		if short, err := e.shortWindow(ctx, p, ns, gate.Name, since); err != nil || short {
+			return ShortWindowGate(gate.Name, e.now().Sub(since), p.VerifyFloor(), since, "when the namespace or a caller it waits for was meshed, or --verify-window", e.now()), err
+		}
 		_, r, err := e.Observer.Audit(ctx, []string{ns}, since)
 		if err != nil {
 			return GateResult{}, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
 		}
-		return VerifyGate(namespaceOf(r, ns), e.now()), nil
+		return VerifyGate(namespaceOf(r, ns), Expect{Callers: gate.Callers, Inbound: gate.Inbound}, e.now()), nil
 	case plan.GateSidecars, plan.GatePinned:
 		stayOut := map[string]bool{}
 		for _, st := range steps {
@@ -1039,31 +1159,126 @@ func (e *Executor) verifySince(p *plan.Plan, pn *plan.Namespace) time.Time {
 	return since
 }
 
+// shortWindow tells whether a traffic gate's window, since `since`, is
+// under the plan's floor and so cannot be judged. A window that reaches
+// the floor within --timeout is waited for. With
+// --allow-short-verify-window it is judged anyway, and the checkpoint
+// records that it was.
+func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate string, since time.Time) (bool, error) {
+	window, floor := e.now().Sub(since), p.VerifyFloor()
+	switch {
+	case window >= floor:
+		return false, nil
+	case e.Options.AllowShortWindow:
+		note := fmt.Sprintf("%s gate %s judged over %s, under the plan's minimum of %s: --allow-short-verify-window by %s", e.now().Format(time.RFC3339), gate, window.Round(time.Second), floor, e.Options.Identity)
+		e.logf(ns, "warning: %s", note)
+		cp := e.cps[ns]
+		cp.Overrides = append(cp.Overrides, note)
+		return false, nil
+	case floor-window > e.Options.Timeout:
+		return true, nil
+	}
+	wait := floor - window
+	e.logf(ns, "gate %s: waiting %s for its window to reach the plan's minimum of %s", gate, wait.Round(time.Second), floor)
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(wait):
+	}
+	return false, nil
+}
+
 // shadowGate evaluates the authz phase's no-shadow-denials gate over the
-// window since the dry-run policies before it were applied.
+// window since the dry-run policies before it were applied (also with
+// --verify-window: decisions made before them say nothing), per workload:
+// each workload an ALLOW policy covers must have been judged.
 func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase string, idx int) (*GateResult, error) {
 	if e.dry() {
 		e.logf(ns, "%s: gate %s would be checked here", phase, plan.GateNoShadowDenials)
 		return nil, nil
 	}
 	pn, _ := p.Namespace(ns)
+	ph, _ := pn.Phase(phase)
 	since := e.verifySince(p, pn)
-	if e.Options.VerifyWindow == 0 {
-		for i := 0; i < idx; i++ {
-			if r := e.cps[ns].Record(p.ID, phase, i); r != nil && r.DoneAt != nil && r.DoneAt.After(since) {
-				since = *r.DoneAt
-			}
+	for i := 0; i < idx; i++ {
+		if r := e.cps[ns].Record(p.ID, phase, i); r != nil && r.DoneAt != nil && r.DoneAt.After(since) {
+			since = *r.DoneAt
 		}
 	}
-	denied, decisions, window, err := e.Observer.ShadowDenials(ctx, ns, since)
+	var g GateResult
+	if short, err := e.shortWindow(ctx, p, ns, plan.GateNoShadowDenials, since); err != nil {
+		return nil, err
+	} else if short {
+		g = ShortWindowGate(plan.GateNoShadowDenials, e.now().Sub(since), p.VerifyFloor(), since, "when the dry-run policies were applied", e.now())
+		return &g, nil
+	}
+	counts, window, err := e.Observer.ShadowDecisions(ctx, ns, since)
 	if err != nil {
 		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
 	}
-	g := ShadowGate(denied, decisions, window, e.now())
+	snap, _, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
+	}
+	tallies, covered := shadowTallies(snap, ns, counts, p, ph.Steps[:idx])
+	g = ShadowGate(tallies, covered, window, e.now())
 	if g.Result == GatePassed {
 		e.logf(ns, "%s: gate %s passed: %s", phase, g.Name, g.Message)
 		rec := e.cps[ns].Phase(phase)
 		rec.Gate = &g
 	}
 	return &g, nil
+}
+
+// shadowTallies sums the dry-run decisions by workload (a pod gone since is
+// its own entry), and lists the workloads the ALLOW policies among steps
+// select: those the gate must see judged.
+func shadowTallies(snap *cluster.Snapshot, ns string, counts []traffic.ShadowCount, p *plan.Plan, steps []plan.Step) (map[string]ShadowTally, []string) {
+	owner := map[string]string{}
+	for _, pod := range snap.Pods {
+		if pod.Namespace == ns {
+			owner[pod.Name] = pod.Owner.String()
+		}
+	}
+	tallies := map[string]ShadowTally{}
+	for _, c := range counts {
+		w, ok := owner[c.Pod]
+		if !ok {
+			w = "pod " + c.Pod
+		}
+		t := tallies[w]
+		t.Denied, t.Decisions = t.Denied+c.Denied, t.Decisions+c.Decisions
+		if !slices.Contains(t.Protocols, c.Protocol) {
+			t.Protocols = append(t.Protocols, c.Protocol)
+			sort.Strings(t.Protocols)
+		}
+		tallies[w] = t
+	}
+	covered := map[string]bool{}
+	for _, st := range steps {
+		if st.Action != plan.ActionApply || !strings.HasPrefix(st.Target, "AuthorizationPolicy/") {
+			continue
+		}
+		obj := p.Manifest(st)
+		sel, _, _ := unstructured.NestedStringMap(obj, "spec", "selector", "matchLabels")
+		action, _, _ := unstructured.NestedString(obj, "spec", "action")
+		if len(sel) == 0 || action != "" && action != "ALLOW" {
+			continue // the namespace-wide allow-nothing, or not an ALLOW
+		}
+		for _, pod := range snap.Pods {
+			if pod.Namespace == ns && pod.Phase != "Succeeded" && pod.Phase != "Failed" && matches(pod.Labels, sel) {
+				covered[pod.Owner.String()] = true
+			}
+		}
+	}
+	return tallies, slices.Sorted(maps.Keys(covered))
+}
+
+func matches(labels, sel map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
 }

@@ -10,7 +10,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
@@ -49,6 +52,11 @@ const (
 // namespace (ConfigMap CheckpointName) so any machine can resume or roll
 // back. It survives re-plans: Records keep every change of every plan, in
 // order, so `rollback --all` returns to the state before the first one.
+// None is dropped, not even one whose object a later plan re-applied: each
+// record's prior state is what the next one back must find (its digest),
+// --to may keep one and undo the other, and the newest-first order is what
+// keeps a deny-all from outliving the allows it covers. Encode bounds the
+// size instead (docs/apply.md, "Size").
 type Checkpoint struct {
 	Namespace string `json:"namespace"`
 	// PlanID and PlanHash name the plan the Phases belong to.
@@ -59,6 +67,18 @@ type Checkpoint struct {
 	// Records are the changes made, oldest first, each written before
 	// its change was made.
 	Records []Record `json:"records"`
+	// PlanCreatedAt is when PlanID was made: apply refuses an older plan,
+	// whose steps come from older traffic, once a newer one has run here.
+	PlanCreatedAt *time.Time `json:"planCreatedAt,omitempty"`
+	// CalledBy are the namespaces whose calls this namespace's STRICT and
+	// authz phases rely on arriving over mTLS (the plan's calledBy).
+	CalledBy []string `json:"calledBy,omitempty"`
+	// Callees are the planned namespaces that rely on this one's
+	// sidecars: rollback refuses to remove them while those are STRICT.
+	Callees []string `json:"callees,omitempty"`
+	// Overrides record each safety floor a user lifted for this
+	// namespace, and by whom (e.g. --allow-short-verify-window).
+	Overrides []string `json:"overrides,omitempty"`
 	// MeshedAt is when the last injection change (label or restart) was
 	// made: plaintext seen before it says nothing about the meshed state.
 	MeshedAt *time.Time `json:"meshedAt,omitempty"`
@@ -72,6 +92,12 @@ type Checkpoint struct {
 	// stored is true for a checkpoint read from (or written to) the
 	// cluster, false for a namespace never migrated.
 	stored bool
+	// encodedSeq is the highest seq read or last encoded: a record above
+	// it is new. size is the length of what was read or last encoded;
+	// warned is set once a run has warned about it.
+	encodedSeq int
+	size       int
+	warned     bool
 }
 
 // Stored reports whether the checkpoint exists in the cluster.
@@ -135,6 +161,9 @@ type Undo struct {
 	// Prior is the object before the change, without server-managed
 	// fields (apply, when Existed).
 	Prior map[string]any `json:"prior,omitempty"`
+	// PriorManagedFields are its managedFields then: rollback gives each
+	// field back to its manager, so the tool keeps none it did not own.
+	PriorManagedFields []metav1.ManagedFieldsEntry `json:"priorManagedFields,omitempty"`
 	// UID and Digest name the object as the step wrote it (apply): the
 	// digest covers its labels, annotations and spec. Rollback restores
 	// or deletes only an object still exactly so.
@@ -194,10 +223,62 @@ func (c *Checkpoint) Started(planID string) bool {
 // ForPlan makes the checkpoint follow plan p: a new plan starts with fresh
 // phase progress but keeps the records of the ones before it.
 func (c *Checkpoint) ForPlan(p *plan.Plan) {
+	if pn, ok := p.Namespace(c.Namespace); ok {
+		c.CalledBy, c.Callees = pn.CalledBy, p.Callees(c.Namespace)
+	}
 	if c.PlanID == p.ID {
 		return
 	}
-	c.PlanID, c.PlanHash, c.Phases = p.ID, p.Hash, nil
+	t := p.CreatedAt.UTC()
+	c.PlanID, c.PlanHash, c.Phases, c.PlanCreatedAt = p.ID, p.Hash, nil, &t
+}
+
+// NewerPlan names the plan this checkpoint follows when it is newer than
+// p and has made progress here ("" otherwise): applying p would run steps
+// planned from older traffic over the newer plan's work. A checkpoint
+// written before PlanCreatedAt existed is judged by when its plan first
+// changed something, which is never before that plan was made.
+func (c *Checkpoint) NewerPlan(p *plan.Plan) string {
+	if c.PlanID == "" || c.PlanID == p.ID || !c.Started(c.PlanID) {
+		return ""
+	}
+	made := c.PlanCreatedAt
+	if made == nil {
+		for _, r := range c.Records {
+			if r.PlanID == c.PlanID && (made == nil || r.StartedAt.Before(*made)) {
+				t := r.StartedAt
+				made = &t
+			}
+		}
+	}
+	if made == nil || !p.CreatedAt.Before(*made) {
+		return ""
+	}
+	return fmt.Sprintf("its checkpoint follows plan %s (made %s), newer than plan %s (made %s): apply that plan's file, or make a new plan",
+		c.PlanID, made.UTC().Format(time.RFC3339), p.ID, p.CreatedAt.UTC().Format(time.RFC3339))
+}
+
+// Made is what the checkpoint records plan planID changed: the staleness
+// check of a resumed namespace does not count those changes.
+func (c *Checkpoint) Made(planID string) plan.Made {
+	m := plan.Made{Labels: map[string]bool{}, Objects: map[string]bool{}}
+	for _, r := range c.Records {
+		if r.PlanID != planID {
+			continue
+		}
+		switch r.Action {
+		case plan.ActionLabelNamespace:
+			for k := range r.Undo.Labels {
+				m.Labels[k] = true
+			}
+			m.Injected = true
+		case plan.ActionRestartWorkload:
+			m.Injected = true
+		case plan.ActionApply:
+			m.Objects[strings.ToLower(r.Target)] = true
+		}
+	}
+	return m
 }
 
 // next returns the sequence number for a new record.
@@ -245,24 +326,66 @@ func phaseIndex(name string) int {
 	return len(plan.Phases)
 }
 
-// Encode serializes the checkpoint for the ConfigMap.
+// Sizes of the encoded checkpoint. A ConfigMap holds at most 1 MiB
+// (1,048,576 bytes) of data; the tool stops short of it, leaving room for
+// the object's metadata, with a clear error instead of the API server's.
+const (
+	// CheckpointWarnBytes is where a run starts warning.
+	CheckpointWarnBytes = 768 << 10
+	// CheckpointMaxBytes is the most a write that adds a record may write.
+	CheckpointMaxBytes = 1_000_000
+)
+
+// Encode serializes the checkpoint for the ConfigMap. It refuses to add a
+// record past CheckpointMaxBytes: the record is written before its change
+// is made, so the change is then not made either. A write that adds no
+// record (progress, rollback) is never refused: it grows the checkpoint by
+// a few bytes at most, and refusing it would leave a namespace whose
+// checkpoint is already that big unable to roll back.
 func (c *Checkpoint) Encode() (string, error) {
 	sort.SliceStable(c.Records, func(i, j int) bool { return c.Records[i].Seq < c.Records[j].Seq })
 	b, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("encode the checkpoint of %s: %w", c.Namespace, err)
 	}
+	last := c.next() - 1
+	if len(b) > CheckpointMaxBytes && last > c.encodedSeq {
+		return "", fmt.Errorf("the checkpoint %s of namespace %s would be %d bytes with %s, past the %d bytes this tool writes (a ConfigMap holds at most 1 MiB): "+
+			"the record was not written and the change was not made; roll back what this namespace no longer needs (kubectl meshmigrate rollback -n %s --to PHASE or --all), "+
+			"or delete the checkpoint once you will not roll back (its undo records are then lost)",
+			CheckpointName, c.Namespace, len(b), recordName(c.Records[len(c.Records)-1]), CheckpointMaxBytes, c.Namespace)
+	}
+	c.encodedSeq, c.size = last, len(b)
 	return string(b), nil
 }
 
-// DecodeCheckpoint parses a checkpoint read from the ConfigMap.
+// sizeWarning says, once per checkpoint read, that its last encoding came
+// near the ConfigMap's limit.
+func (c *Checkpoint) sizeWarning() string {
+	if c.size < CheckpointWarnBytes || c.warned {
+		return ""
+	}
+	c.warned = true
+	return fmt.Sprintf("the checkpoint %s is %d KiB (%d bytes) of the 1 MiB a ConfigMap holds, and every plan applied here adds to it: "+
+		"this tool refuses to add a record past %d bytes; roll back what this namespace no longer needs (kubectl meshmigrate rollback -n %s --to PHASE or --all)",
+		CheckpointName, c.size>>10, c.size, CheckpointMaxBytes, c.Namespace)
+}
+
+// DecodeCheckpoint parses a checkpoint read from the ConfigMap and checks
+// it whole (validate). Every reader goes through it (apply, rollback,
+// status, the write's conflict check), so none uses a record it has not
+// checked.
 func DecodeCheckpoint(ns, data string) (*Checkpoint, error) {
 	c := &Checkpoint{}
 	if err := json.Unmarshal([]byte(data), c); err != nil {
-		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s is not readable (%v): it was edited by hand; restore it or delete it knowing that its undo records are lost", ns, CheckpointName, err)
+		return nil, badCheckpoint(ns, "the checkpoint ConfigMap %s/%s is not readable (%v): it was edited by hand; restore it or delete it knowing that its undo records are lost", ns, CheckpointName, err)
 	}
 	if c.Namespace != ns {
-		return nil, fmt.Errorf("the checkpoint ConfigMap %s/%s belongs to namespace %q: it was copied by hand; delete it", ns, CheckpointName, c.Namespace)
+		return nil, badCheckpoint(ns, "the checkpoint ConfigMap %s/%s belongs to namespace %q: it was copied by hand; delete it", ns, CheckpointName, c.Namespace)
 	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	c.encodedSeq, c.size = c.next()-1, len(data)
 	return c, nil
 }

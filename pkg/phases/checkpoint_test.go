@@ -200,7 +200,8 @@ func TestCheckpointRoundTrip(t *testing.T) {
 					After:  map[string]*string{"istio-injection": str("enabled"), "istio.io/rev": nil}}},
 			{Seq: 3, PlanID: "mp-1", Phase: plan.PhasePermissive, Action: plan.ActionApply, Target: "PeerAuthentication/default",
 				State: StateDone, StartedAt: t0, Undo: Undo{APIVersion: "security.istio.io/v1", Existed: true,
-					Prior: map[string]any{"kind": "PeerAuthentication", "spec": map[string]any{"mtls": map[string]any{"mode": "DISABLE"}}}}},
+					Prior: map[string]any{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": map[string]any{"name": "default", "namespace": "shop"},
+						"spec": map[string]any{"mtls": map[string]any{"mode": "DISABLE"}}}}},
 		},
 		MeshedAt: &done, UpdatedAt: done, UpdatedBy: "alice@laptop",
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -36,6 +37,27 @@ type Cluster struct {
 	// DryRun is DryRunClient (no write is sent) or DryRunServer (every
 	// write is sent with dryRun=All); empty or DryRunNone writes.
 	DryRun string
+
+	// fence, while a run holds its locks (AcquireAll to Release), must
+	// pass before each write: a run that lost its lock writes nothing more.
+	fence atomic.Pointer[Locks]
+	// pause waits between lock attempts (nil: the real clock; tests pass
+	// time with it).
+	pause func(ctx context.Context, d time.Duration) error
+}
+
+// write sends one write, retried as onTransient does, each attempt only
+// while the fence passes (the caller names the object in its error). The
+// lock's own Lease writes are not fenced.
+func (c *Cluster) write(ctx context.Context, fn func() error) error {
+	return onTransient(ctx, func() error {
+		if ls := c.fence.Load(); ls != nil {
+			if err := ls.fenced(); err != nil {
+				return fmt.Errorf("write refused: %w; nothing more was written", err)
+			}
+		}
+		return fn()
+	})
 }
 
 // kinds maps the kinds a plan touches to their resources.
@@ -108,7 +130,7 @@ func (c *Cluster) apply(ctx context.Context, gvr schema.GroupVersionResource, ns
 		return u, nil
 	}
 	var out *unstructured.Unstructured
-	err := onTransient(ctx, func() error {
+	err := c.write(ctx, func() error {
 		var err error
 		out, err = c.resource(gvr, ns).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: c.dryRun()})
 		return err
@@ -143,14 +165,17 @@ func (c *Cluster) patchLabels(ctx context.Context, ns string, cur map[string]str
 		return nil
 	}
 	patch := []byte("[" + strings.Join(ops, ",") + "]")
-	err := onTransient(ctx, func() error {
+	err := c.write(ctx, func() error {
 		_, err := c.resource(kinds["Namespace"], "").Patch(ctx, ns, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: FieldManager, DryRun: c.dryRun()})
 		return err
 	})
 	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
 		return fmt.Errorf("change labels %s of namespace %s: a label changed since it was read: %w", strings.Join(slices.Sorted(maps.Keys(to)), ", "), ns, err)
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("change labels %s of namespace %s: %w", strings.Join(slices.Sorted(maps.Keys(to)), ", "), ns, err)
+	}
+	return nil
 }
 
 // delete deletes the object if it still has uid.
@@ -158,7 +183,7 @@ func (c *Cluster) delete(ctx context.Context, gvr schema.GroupVersionResource, n
 	if !c.writes() {
 		return nil
 	}
-	err := onTransient(ctx, func() error {
+	err := c.write(ctx, func() error {
 		return c.resource(gvr, ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, DryRun: c.dryRun()})
 	})
 	if apierrors.IsNotFound(err) {
@@ -211,7 +236,7 @@ func (c *Cluster) SaveCheckpoint(ctx context.Context, cp *Checkpoint, by string,
 	if cp.resourceVersion != "" {
 		ac = ac.WithResourceVersion(cp.resourceVersion)
 	}
-	err = onTransient(ctx, func() error {
+	err = c.write(ctx, func() error {
 		out, err := c.Kube.CoreV1().ConfigMaps(cp.Namespace).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 		if err == nil {
 			cp.resourceVersion, cp.stored = out.ResourceVersion, true
@@ -252,7 +277,7 @@ func (c *Cluster) DeleteCheckpoint(ctx context.Context, ns string) error {
 	if !c.persists() {
 		return nil
 	}
-	err := onTransient(ctx, func() error {
+	err := c.write(ctx, func() error {
 		return c.Kube.CoreV1().ConfigMaps(ns).Delete(ctx, CheckpointName, metav1.DeleteOptions{})
 	})
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -294,4 +319,35 @@ func transient(err error) bool {
 		return code == 500 || code == 502 || code == 503 || code == 504
 	}
 	return false
+}
+
+// ListCheckpoints reads every checkpoint in the cluster, by label, in
+// pages: those that decode, and the error of each one that does not (it is
+// untrusted input: one bad checkpoint is its namespace's problem, never the
+// whole list's).
+func (c *Cluster) ListCheckpoints(ctx context.Context) (map[string]*Checkpoint, map[string]error, error) {
+	cps, bad := map[string]*Checkpoint{}, map[string]error{}
+	err := paged(ctx, LabelComponent+"=checkpoint", func(opts metav1.ListOptions) (string, error) {
+		list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
+		if err != nil {
+			return "", err
+		}
+		for _, cm := range list.Items {
+			if cm.Name != CheckpointName {
+				continue
+			}
+			cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey])
+			if err != nil {
+				bad[cm.Namespace] = err
+				continue
+			}
+			cp.resourceVersion, cp.stored = cm.ResourceVersion, true
+			cps[cm.Namespace] = cp
+		}
+		return list.Continue, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list checkpoints: %w", err)
+	}
+	return cps, bad, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
 
 // fakeObserver is a FAKE of the cluster reader and telemetry: it returns
@@ -32,15 +33,28 @@ import (
 type fakeObserver struct {
 	report *audit.Report
 	audits int
+	// snap, when set, is the snapshot returned (else one with only the
+	// cluster's UID); shadow the dry-run decisions (else 10 for web-1).
+	snap   *cluster.Snapshot
+	shadow []traffic.ShadowCount
+	// shadowSince is where the last shadow query's window started.
+	shadowSince time.Time
 }
 
 func (f *fakeObserver) Audit(context.Context, []string, time.Time) (*cluster.Snapshot, *audit.Report, error) {
 	f.audits++
+	if f.snap != nil {
+		return f.snap, f.report, nil
+	}
 	return &cluster.Snapshot{ClusterUID: "uid-1"}, f.report, nil
 }
 
-func (f *fakeObserver) ShadowDenials(context.Context, string, time.Time) (float64, float64, string, error) {
-	return 0, 10, "1m", nil
+func (f *fakeObserver) ShadowDecisions(_ context.Context, _ string, since time.Time) ([]traffic.ShadowCount, string, error) {
+	f.shadowSince = since
+	if f.shadow != nil {
+		return f.shadow, "1m", nil
+	}
+	return []traffic.ShadowCount{{Pod: "web-1", Protocol: traffic.HTTP, Decisions: 10}}, "1m", nil
 }
 
 // newFakeCluster is a FAKE API server: the typed fake clientset (with
@@ -305,7 +319,7 @@ func TestRollbackRestoresAndRefusesToClobber(t *testing.T) {
 	if _, err := nsRes.Update(context.Background(), ns, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", "")
+	_, err := newExecutor(c, obs, out).Rollback(context.Background(), []string{"shop"}, "")
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || !strings.Contains(err.Error(), `label istio-injection is now "disabled", not the "enabled" this plan set`) {
 		t.Fatalf("rollback over a changed label: %v", err)
@@ -331,7 +345,7 @@ func TestRollbackRestoresAndRefusesToClobber(t *testing.T) {
 	if _, err := nsRes.Update(context.Background(), ns, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", ""); err != nil {
+	if _, err := newExecutor(c, obs, out).Rollback(context.Background(), []string{"shop"}, ""); err != nil {
 		t.Fatal(err)
 	}
 	ns, _ = nsRes.Get(context.Background(), "shop", metav1.GetOptions{})
@@ -432,7 +446,7 @@ func TestRollbackRefusesAnObjectChangedSince(t *testing.T) {
 	if _, err := paRes.Update(context.Background(), pa, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newExecutor(c, obs, out).Rollback(context.Background(), "shop", plan.PhaseInject)
+	_, err := newExecutor(c, obs, out).Rollback(context.Background(), []string{"shop"}, plan.PhaseInject)
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || !strings.Contains(err.Error(), "PeerAuthentication/default: its labels, annotations or spec changed since this plan wrote it") {
 		t.Fatalf("rollback over a changed policy: %v", err)

@@ -2,12 +2,15 @@ package phases
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
 
 // The gates are pure: they judge a fresh audit of the namespace (and, for
@@ -54,16 +57,39 @@ func PinnedGate(nr *audit.NamespaceReport, want string, now time.Time) GateResul
 	return g
 }
 
+// Expect is what a plan tells the verify gate to see before it may pass,
+// beyond "no plaintext": each caller it expects to clear arriving over
+// mTLS, and each workload that served traffic at plan time serving traffic
+// in the gate's window. The zero value expects nothing (verify without a
+// plan).
+type Expect struct {
+	// Callers are "namespace/workload" (plan.Gate.Callers).
+	Callers []string
+	// Inbound are workload names of the namespace (plan.Gate.Inbound).
+	Inbound []string
+}
+
 // VerifyGate is DESIGN.md's verify gate, judged as the audit judges
 // readiness for STRICT: real inbound traffic over the window, none of it
 // plaintext, every pod meshed, no DestinationRule turning TLS off toward
-// the namespace. No traffic at all is inconclusive, never a pass.
-func VerifyGate(nr *audit.NamespaceReport, now time.Time) GateResult {
+// the namespace. No traffic at all is inconclusive, never a pass; so is a
+// window where a caller the plan expects, or a workload that served
+// traffic when the plan was made, has not been seen: one request to one
+// busy workload says nothing about the others.
+func VerifyGate(nr *audit.NamespaceReport, exp Expect, now time.Time) GateResult {
 	g := GateResult{Name: "no-plaintext", At: now}
 	rd := nr.Readiness
 	switch rd.Next {
 	case audit.PhaseStrict, audit.PhaseAuthz, audit.PhaseDone:
 		if len(rd.Blockers) == 0 {
+			if unseen := unseenExpected(nr, exp); len(unseen) > 0 {
+				g.Result, g.Culprits = GateUnsettled, unseen
+				g.Message = fmt.Sprintf("no plaintext, but %d of what the plan saw has not shown up in this window yet: a gate that passed on part of the traffic could hide the rest; re-run once they have served (or called) traffic, or re-plan if they are gone", len(unseen))
+				if nr.Traffic.Window != "" {
+					g.Message += "; window: " + nr.Traffic.Window
+				}
+				return g
+			}
 			g.Result, g.Message = GatePassed, rd.Reason
 			return g
 		}
@@ -88,26 +114,91 @@ func VerifyGate(nr *audit.NamespaceReport, now time.Time) GateResult {
 	return g
 }
 
+// unseenExpected names the expected callers not seen arriving over mTLS,
+// and the workloads that served traffic at plan time but none in the
+// window.
+func unseenExpected(nr *audit.NamespaceReport, exp Expect) []string {
+	mtlsFrom, served := map[string]bool{}, map[string]bool{}
+	for _, e := range nr.Traffic.Edges {
+		if e.Destination.Namespace != nr.Name || (e.Count <= 0 && e.Bytes <= 0) {
+			continue
+		}
+		served[e.Destination.Workload] = true
+		if e.Security == traffic.MutualTLS {
+			mtlsFrom[e.Source.Namespace+"/"+e.Source.Workload] = true
+		}
+	}
+	var out []string
+	for _, c := range exp.Callers {
+		if !mtlsFrom[c] {
+			out = append(out, fmt.Sprintf("caller %s: the plan expects it to arrive over mTLS once meshed, and it has not been seen calling %s in this window", c, nr.Name))
+		}
+	}
+	for _, w := range exp.Inbound {
+		if !served[w] {
+			out = append(out, fmt.Sprintf("workload %s/%s: it served traffic over the plan's window, and none in this window", nr.Name, w))
+		}
+	}
+	return out
+}
+
+// ShortWindowGate is a traffic gate's verdict when its window is shorter
+// than the plan's floor: inconclusive, without reading telemetry, saying
+// when it can be judged. start says what started the window.
+func ShortWindowGate(name string, window, floor time.Duration, since time.Time, start string, now time.Time) GateResult {
+	return GateResult{Name: name, At: now, Result: GateUnsettled,
+		Message: fmt.Sprintf("the window is %s (since %s, %s), under the plan's minimum of %s (options.minVerifyWindow): too little traffic time to tell; re-run apply after %s",
+			window.Round(time.Second), since.UTC().Format(time.RFC3339), start, floor, since.Add(floor).UTC().Format(time.RFC3339))}
+}
+
 // onlyTrafficBlockers is true when nothing but the lack of traffic keeps the
 // gate closed.
 func onlyTrafficBlockers(nr *audit.NamespaceReport) bool {
 	return nr.Pods.NotMeshed == 0 && len(nr.DestinationRules) == 0 && nr.MTLS.Mode == cluster.ModePermissive
 }
 
-// ShadowGate passes when the dry-run policies made decisions over the
-// window and denied none of them.
-func ShadowGate(denied, decisions float64, window string, now time.Time) GateResult {
+// ShadowTally is what the dry-run policies decided for one workload's pods
+// over the window (HTTP requests and TCP connections).
+type ShadowTally struct {
+	Denied, Decisions float64
+	Protocols         []string
+}
+
+// ShadowGate passes when the dry-run policies denied nothing over the
+// window and made decisions for every workload an ALLOW policy covers
+// (covered, "Kind/name"): summed over the namespace, a busy workload would
+// hide one whose callers were never seen. tallies are by workload; pods no
+// longer running are keyed "pod NAME".
+func ShadowGate(tallies map[string]ShadowTally, covered []string, window string, now time.Time) GateResult {
 	g := GateResult{Name: "no-shadow-denials", At: now}
-	switch {
-	case denied > 0:
+	var denied, decisions float64
+	for _, w := range slices.Sorted(maps.Keys(tallies)) {
+		t := tallies[w]
+		denied, decisions = denied+t.Denied, decisions+t.Decisions
+		if t.Denied > 0 {
+			g.Culprits = append(g.Culprits, fmt.Sprintf("%s: %.0f of %.0f %s would be denied", w, t.Denied, t.Decisions, strings.Join(t.Protocols, "/")))
+		}
+	}
+	if denied > 0 {
 		g.Result = GateFailed
-		g.Message = fmt.Sprintf("the dry-run policies would have denied %.0f of %.0f requests over %s: enforcing them would break callers; widen the ALLOW policies (re-plan with a longer window) or roll back", denied, decisions, window)
+		g.Message = fmt.Sprintf("the dry-run policies would have denied %.0f of %.0f requests and connections over %s: enforcing them would break callers; widen the ALLOW policies (re-plan with a longer window) or roll back", denied, decisions, window)
+		return g
+	}
+	for _, w := range covered {
+		if tallies[w].Decisions == 0 {
+			g.Culprits = append(g.Culprits, fmt.Sprintf("%s: no dry-run decision over the window (no caller yet, or its sidecar's stats are not scraped)", w))
+		}
+	}
+	switch {
+	case len(g.Culprits) > 0:
+		g.Result = GateUnsettled
+		g.Message = fmt.Sprintf("%d of %d workloads under an ALLOW policy had no dry-run decision over %s: their policies are untested; re-run once they have served traffic", len(g.Culprits), len(covered), window)
 	case decisions == 0:
 		g.Result = GateUnsettled
 		g.Message = fmt.Sprintf("no dry-run decision recorded over %s: zero requests are not a pass; re-run once the namespace has served traffic", window)
 	default:
 		g.Result = GatePassed
-		g.Message = fmt.Sprintf("%.0f requests judged by the dry-run policies over %s, none denied", decisions, window)
+		g.Message = fmt.Sprintf("%.0f requests and connections judged by the dry-run policies over %s, none denied; every one of the %d workloads under an ALLOW policy was judged", decisions, window, len(covered))
 	}
 	return g
 }

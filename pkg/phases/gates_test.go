@@ -3,9 +3,11 @@ package phases
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
 
 func pod(name, workload, state string) audit.Pod {
@@ -114,7 +116,7 @@ func TestVerifyGatePasses(t *testing.T) {
 		nr := meshedPermissive()
 		nr.Traffic = audit.Traffic{Status: audit.TrafficObserved, Window: "24h", Inbound: audit.TrafficCounts{Total: 420, MTLS: 420}}
 		nr.Readiness = audit.Readiness{Next: next, Safe: true, Reason: "verified: 420 inbound requests/connections, all mTLS, over 24h"}
-		g := VerifyGate(nr, t0)
+		g := VerifyGate(nr, Expect{}, t0)
 		if g.Name != "no-plaintext" || g.Result != GatePassed || g.Message != nr.Readiness.Reason || len(g.Culprits) != 0 {
 			t.Errorf("next %s: %+v, want passed with the audit's reason", next, g)
 		}
@@ -127,7 +129,7 @@ func TestVerifyGateNamesPlaintextClients(t *testing.T) {
 		PlaintextClients: []audit.Client{{Namespace: "legacy", Workload: "batch", Meshed: "no", Destinations: []string{"web"}, Protocols: []string{"http"}, Count: 7}}}
 	nr.Readiness = audit.Readiness{Next: audit.PhaseVerify, Reason: "PERMISSIVE and meshed: verify that no plaintext arrives before STRICT",
 		Blockers: []string{"plaintext from legacy/batch (7 requests over 24h)"}}
-	g := VerifyGate(nr, t0)
+	g := VerifyGate(nr, Expect{}, t0)
 	if g.Result != GateFailed {
 		t.Fatalf("result %s, want failed: a plaintext caller would break under STRICT", g.Result)
 	}
@@ -149,7 +151,7 @@ func TestVerifyGateWithoutTrafficIsInconclusive(t *testing.T) {
 		nr.Traffic = tr
 		nr.Readiness = audit.Readiness{Next: audit.PhaseVerify, Reason: "PERMISSIVE and meshed: verify that no plaintext arrives before STRICT",
 			Blockers: []string{"inconclusive: " + tr.Reason}}
-		g := VerifyGate(nr, t0)
+		g := VerifyGate(nr, Expect{}, t0)
 		if g.Result != GateUnsettled {
 			t.Errorf("%s: result %s, want inconclusive (zero requests are never a pass)", tr.Status, g.Result)
 		}
@@ -170,27 +172,101 @@ func TestVerifyGateNoTrafficAndAnotherBlockerFails(t *testing.T) {
 		nr.Traffic = audit.Traffic{Status: audit.TrafficNoData, Reason: "no inbound requests"}
 		nr.Readiness = audit.Readiness{Next: audit.PhaseVerify, Blockers: []string{"inconclusive: no inbound requests", "something else"}}
 		change(nr)
-		if g := VerifyGate(nr, t0); g.Result != GateFailed {
+		if g := VerifyGate(nr, Expect{}, t0); g.Result != GateFailed {
 			t.Errorf("%s: result %s, want failed: traffic would not fix it", name, g.Result)
 		}
 	}
 }
 
 func TestShadowGate(t *testing.T) {
+	web := "Deployment/web"
 	for _, tc := range []struct {
-		denied, decisions float64
-		want, msg         string
+		name    string
+		tallies map[string]ShadowTally
+		covered []string
+		want    string
+		msg     string
 	}{
-		{3, 120, GateFailed, "would have denied 3 of 120 requests over 1h"},
-		{0, 0, GateUnsettled, "no dry-run decision recorded over 1h: zero requests are not a pass"},
-		{0, 120, GatePassed, "120 requests judged by the dry-run policies over 1h, none denied"},
+		{"denials", map[string]ShadowTally{web: {Denied: 3, Decisions: 120, Protocols: []string{"http"}}}, []string{web}, GateFailed, "would have denied 3 of 120 requests and connections over 1h"},
+		{"nothing", nil, nil, GateUnsettled, "no dry-run decision recorded over 1h: zero requests are not a pass"},
+		{"judged", map[string]ShadowTally{web: {Decisions: 120}}, []string{web}, GatePassed, "120 requests and connections judged by the dry-run policies over 1h, none denied"},
 	} {
-		g := ShadowGate(tc.denied, tc.decisions, "1h", t0)
+		g := ShadowGate(tc.tallies, tc.covered, "1h", t0)
 		if g.Name != "no-shadow-denials" || g.Result != tc.want || !strings.Contains(g.Message, tc.msg) {
-			t.Errorf("ShadowGate(%v, %v) = %s %q, want %s containing %q", tc.denied, tc.decisions, g.Result, g.Message, tc.want, tc.msg)
+			t.Errorf("%s: ShadowGate = %s %q, want %s containing %q", tc.name, g.Result, g.Message, tc.want, tc.msg)
 		}
 	}
-	if g := ShadowGate(1, 1, "1h", t0); !strings.Contains(g.Message, "widen the ALLOW policies") {
+	if g := ShadowGate(map[string]ShadowTally{web: {Denied: 1, Decisions: 1}}, []string{web}, "1h", t0); !strings.Contains(g.Message, "widen the ALLOW policies") {
 		t.Errorf("a failed shadow gate does not say what to do: %q", g.Message)
+	}
+}
+
+// A busy workload must not hide a silent one: each workload an ALLOW
+// policy covers needs dry-run decisions of its own.
+func TestShadowGatePerWorkloadSilentWorkloadInconclusive(t *testing.T) {
+	tallies := map[string]ShadowTally{"Deployment/web": {Decisions: 5000, Protocols: []string{"http"}}}
+	g := ShadowGate(tallies, []string{"Deployment/web", "StatefulSet/db"}, "1h", t0)
+	if g.Result != GateUnsettled {
+		t.Fatalf("result %s (%s), want inconclusive: db's policy was never exercised", g.Result, g.Message)
+	}
+	if len(g.Culprits) != 1 || !strings.HasPrefix(g.Culprits[0], "StatefulSet/db: no dry-run decision") {
+		t.Errorf("culprits %q, want db named", g.Culprits)
+	}
+	// TCP decisions count: a database judged over TCP passes.
+	tallies["StatefulSet/db"] = ShadowTally{Decisions: 12, Protocols: []string{"tcp"}}
+	if g := ShadowGate(tallies, []string{"Deployment/web", "StatefulSet/db"}, "1h", t0); g.Result != GatePassed {
+		t.Errorf("with db judged over TCP: %s (%s), want passed", g.Result, g.Message)
+	}
+	// A TCP denial fails, named.
+	tallies["StatefulSet/db"] = ShadowTally{Denied: 2, Decisions: 12, Protocols: []string{"tcp"}}
+	g = ShadowGate(tallies, []string{"Deployment/web", "StatefulSet/db"}, "1h", t0)
+	if g.Result != GateFailed || len(g.Culprits) != 1 || g.Culprits[0] != "StatefulSet/db: 2 of 12 tcp would be denied" {
+		t.Errorf("TCP denial: %s %q", g.Result, g.Culprits)
+	}
+}
+
+func passingReport() *audit.NamespaceReport {
+	nr := podsReport(pod("web-1", "Deployment/web", audit.PodMeshed), pod("api-1", "Deployment/api", audit.PodMeshed))
+	nr.MTLS = audit.MTLS{Mode: cluster.ModePermissive, Source: "namespace"}
+	nr.Readiness = audit.Readiness{Next: audit.PhaseStrict, Reason: "all inbound traffic is mTLS"}
+	nr.Traffic = audit.Traffic{Status: audit.TrafficObserved, Window: "10m", Edges: []traffic.Edge{
+		{Source: traffic.Endpoint{Namespace: "front", Workload: "ui"}, Destination: traffic.Endpoint{Namespace: "shop", Workload: "web"},
+			Protocol: traffic.HTTP, Security: traffic.MutualTLS, Count: 1}}}
+	return nr
+}
+
+// One mTLS request to one busy workload passed the gate; now each workload
+// that served traffic at plan time must serve some in the window.
+func TestVerifyGateThinWindowSilentWorkloadInconclusive(t *testing.T) {
+	nr := passingReport()
+	if g := VerifyGate(nr, Expect{}, t0); g.Result != GatePassed {
+		t.Fatalf("without expectations: %s (%s), want passed", g.Result, g.Message)
+	}
+	g := VerifyGate(nr, Expect{Inbound: []string{"api", "web"}}, t0)
+	if g.Result != GateUnsettled || len(g.Culprits) != 1 || !strings.Contains(g.Culprits[0], "workload shop/api: it served traffic over the plan's window") {
+		t.Errorf("api silent: %s %q (%s), want inconclusive naming api", g.Result, g.Culprits, g.Message)
+	}
+}
+
+// The callers the plan expects to clear must be seen arriving over mTLS.
+func TestVerifyGateExpectedCallerUnseenInconclusive(t *testing.T) {
+	nr := passingReport()
+	g := VerifyGate(nr, Expect{Callers: []string{"front/ui", "legacy/cron"}, Inbound: []string{"web"}}, t0)
+	if g.Result != GateUnsettled || len(g.Culprits) != 1 || !strings.HasPrefix(g.Culprits[0], "caller legacy/cron: the plan expects it to arrive over mTLS") {
+		t.Errorf("%s %q, want inconclusive naming legacy/cron only", g.Result, g.Culprits)
+	}
+	// A caller seen in plaintext only does not count as arriving over mTLS.
+	nr.Traffic.Edges = append(nr.Traffic.Edges, traffic.Edge{Source: traffic.Endpoint{Namespace: "legacy", Workload: "cron"},
+		Destination: traffic.Endpoint{Namespace: "shop", Workload: "web"}, Protocol: traffic.TCP, Security: traffic.MutualTLS, Bytes: 10})
+	if g := VerifyGate(nr, Expect{Callers: []string{"front/ui", "legacy/cron"}, Inbound: []string{"web"}}, t0); g.Result != GatePassed {
+		t.Errorf("both callers seen over mTLS: %s %q", g.Result, g.Culprits)
+	}
+}
+
+func TestShortWindowGate(t *testing.T) {
+	since := t0.Add(-90 * time.Second)
+	g := ShortWindowGate("no-plaintext", 90*time.Second, 10*time.Minute, since, "when the namespace was meshed", t0)
+	if g.Result != GateUnsettled || !strings.Contains(g.Message, "under the plan's minimum of 10m0s") || !strings.Contains(g.Message, since.Add(10*time.Minute).Format(time.RFC3339)) {
+		t.Errorf("%s %q", g.Result, g.Message)
 	}
 }

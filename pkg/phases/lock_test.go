@@ -1,11 +1,13 @@
 package phases
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -54,6 +57,39 @@ func fakeCluster() *Cluster {
 
 // at is a clock stopped at t.
 func at(t time.Time) func() time.Time { return func() time.Time { return t } }
+
+// clock is one run's clock: it moves only when the test (or a pause
+// between lock attempts) moves it.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock(t time.Time) *clock { return &clock{t: t} }
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// pausing makes c's pauses between lock attempts pass on the waiter's
+// clock at once, running meanwhile (another run's renewal, say) first.
+func pausing(c *Cluster, waiter *clock, meanwhile func()) {
+	c.pause = func(ctx context.Context, d time.Duration) error {
+		if meanwhile != nil {
+			meanwhile()
+		}
+		waiter.add(d)
+		return ctx.Err()
+	}
+}
 
 func holder(t *testing.T, c *Cluster, ns string) string {
 	t.Helper()
@@ -139,27 +175,123 @@ func TestAcquireLockedNamesTheHolder(t *testing.T) {
 	}
 }
 
-func TestAcquireTakesOverAnExpiredLock(t *testing.T) {
+// Two runs whose clocks differ by more than the lease duration: the run
+// whose clock is ahead must not take over a lease its holder is renewing.
+// The holder's renew time is never compared with the reader's clock.
+func TestAcquireIgnoresClockSkew(t *testing.T) {
+	ctx := context.Background()
+	c := fakeCluster()
+	alice0 := newClock(t0)
+	mine, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 0, alice0.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice0.add(10 * time.Second)
+	if err := mine.Renew(ctx, alice0.now()); err != nil {
+		t.Fatal(err)
+	}
+	// Bob's clock is 2 minutes ahead of Alice's: by it, her lease
+	// "expired" 100 s ago, though she renewed it a moment ago.
+	bobs := newClock(alice0.now().Add(2 * time.Minute))
+	_, err = c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, bobs.now)
+	var locked *LockedError
+	if !errors.As(err, &locked) || locked.Holder != alice {
+		t.Fatalf("Bob, clock 2m ahead, --wait-for-lock 0: %v, want Alice's LockedError", err)
+	}
+	if h := holder(t, c, "shop"); h != alice {
+		t.Fatalf("Bob took over a live lock on his clock alone: holder %q", h)
+	}
+
+	// Waiting longer than the duration does not help while Alice renews
+	// (every pause between Bob's attempts, on her own clock).
+	pausing(c, bobs, func() {
+		alice0.add(2 * time.Second)
+		if err := mine.Renew(ctx, alice0.now()); err != nil {
+			t.Errorf("Alice's renewal: %v", err)
+		}
+	})
+	start := bobs.now()
+	_, err = c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 2*time.Minute, bobs.now)
+	if !errors.As(err, &locked) || !strings.Contains(err.Error(), "another run is migrating it (it renewed the lock while this run waited)") {
+		t.Fatalf("Bob waiting 2m for a renewed lock: %v", err)
+	}
+	if waited := bobs.now().Sub(start); waited < 2*time.Minute {
+		t.Errorf("Bob gave up after %s of his 2m", waited)
+	}
+	if h := holder(t, c, "shop"); h != alice {
+		t.Errorf("holder %q after Bob waited, want Alice (she kept renewing)", h)
+	}
+}
+
+// A dead holder's lease (never renewed again) is taken over once the
+// waiter has watched it unchanged for the lease duration, not before, and
+// a wait too short to watch that long says so.
+func TestAcquireTakesOverADeadLockAfterWatchingIt(t *testing.T) {
 	ctx := context.Background()
 	c := fakeCluster()
 	if _, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 0, at(t0)); err != nil {
 		t.Fatal(err)
 	}
-	// Alice's run died: nobody renewed for longer than the duration.
-	later := t0.Add(DefaultLeaseDuration + time.Second)
-	lk, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, at(later))
+	// Alice's run died. Bob comes long after, by any clock: watching
+	// still decides, not the renew time.
+	bobs := newClock(t0.Add(5 * time.Minute))
+	var holders []string
+	pausing(c, bobs, func() { holders = append(holders, holder(t, c, "shop")) })
+	for _, tc := range []struct {
+		wait time.Duration
+		want string
+	}{
+		{0, "another run is migrating it, or it died; a dead holder's lock is taken over only after watching it unrenewed for 30s: wait for it (--wait-for-lock 1m), or, if you know that run is dead, `kubectl meshmigrate unlock -n shop`"},
+		{20 * time.Second, "it has not been renewed in the 20s this run watched it, and a dead holder's lock is taken over only after watching it unrenewed for 30s: wait longer (--wait-for-lock 1m), or, if you know that run is dead, `kubectl meshmigrate unlock -n shop`"},
+	} {
+		_, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, tc.wait, bobs.now)
+		var locked *LockedError
+		if !errors.As(err, &locked) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--wait-for-lock %s: %v\nwant it to say %q", tc.wait, err, tc.want)
+		}
+		if h := holder(t, c, "shop"); h != alice {
+			t.Fatalf("--wait-for-lock %s took over the lock (holder %q) before watching it for 30s", tc.wait, h)
+		}
+	}
+
+	start := bobs.now()
+	holders = nil
+	lk, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs.now)
 	if err != nil {
-		t.Fatalf("taking over an expired lock: %v", err)
+		t.Fatalf("--wait-for-lock 1m, dead holder: %v", err)
 	}
-	if lk.TookOver != alice {
-		t.Errorf("TookOver = %q, want %q (apply reports whose lock it took)", lk.TookOver, alice)
-	}
-	if h := holder(t, c, "shop"); h != bob {
-		t.Errorf("holder = %q, want %q", h, bob)
+	if lk.TookOver != alice || holder(t, c, "shop") != bob {
+		t.Errorf("TookOver %q, holder %q: want Bob, taken from Alice (apply reports whose lock it took)", lk.TookOver, holder(t, c, "shop"))
 	}
 	in, _ := c.LockState(ctx, "shop")
-	if !in.Acquired.Equal(later) {
-		t.Errorf("acquired %s, want %s", in.Acquired, later)
+	if took := in.Acquired.Sub(start); took < DefaultLeaseDuration || took >= DefaultLeaseDuration+lockPoll {
+		t.Errorf("took over %s after the first look, want once it had watched it for 30s", took)
+	}
+	for i, h := range holders {
+		if h != alice {
+			t.Errorf("pause %d: holder %q before the takeover", i, h)
+		}
+	}
+}
+
+// A lease whose holder let go is taken at once, even on a clock far
+// behind its renew time.
+func TestAcquireTakesAReleasedLockAtOnce(t *testing.T) {
+	ctx := context.Background()
+	c := fakeCluster()
+	lk, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 0, at(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lk.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lk, err = c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, at(t0.Add(-time.Hour)))
+	if err != nil {
+		t.Fatalf("a released lock: %v", err)
+	}
+	if lk.TookOver != "" || holder(t, c, "shop") != bob {
+		t.Errorf("took over %q, holder %q: want Bob, without a takeover", lk.TookOver, holder(t, c, "shop"))
 	}
 }
 
@@ -177,8 +309,11 @@ func TestRenewAfterTakeoverFails(t *testing.T) {
 	if !in.Renewed.Equal(t0.Add(10 * time.Second)) {
 		t.Errorf("renewed %s, want t0+10s", in.Renewed)
 	}
-	// Alice stalled past expiry and Bob took over: her run must stop.
-	if _, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, at(t0.Add(time.Minute))); err != nil {
+	// Alice stalled and Bob, having watched her lease unrenewed for 30s,
+	// took over: her run must stop.
+	bobs := newClock(t0.Add(20 * time.Second))
+	pausing(c, bobs, nil)
+	if _, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs.now); err != nil {
 		t.Fatal(err)
 	}
 	err = mine.Renew(ctx, t0.Add(61*time.Second))
@@ -312,5 +447,161 @@ func TestAcquireStopsWaitingWhenCancelled(t *testing.T) {
 	var locked *LockedError
 	if !errors.As(err, &locked) || locked.Holder != bob || !strings.Contains(err.Error(), "stopped waiting") {
 		t.Errorf("cancelled wait: %v, want Bob's LockedError and why it stopped", err)
+	}
+}
+
+// fencedCluster is fakeCluster (compare-and-swap Leases) with the dynamic
+// fake of the executor tests for the objects a plan touches.
+func fencedCluster(t *testing.T) (*Cluster, *dynamicfake.FakeDynamicClient) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"team": "shop"}))
+	c.Kube = fakeCluster().Kube
+	return c, dyn
+}
+
+// writeAll tries each kind of write the executor makes, returning their
+// errors.
+func writeAll(ctx context.Context, c *Cluster, at time.Time) map[string]error {
+	pa := map[string]any{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+		"metadata": map[string]any{"name": "default", "namespace": "shop"}, "spec": map[string]any{"mtls": map[string]any{"mode": "STRICT"}}}
+	gvr, _ := resourceFor("security.istio.io/v1", "PeerAuthentication")
+	_, applyErr := c.apply(ctx, gvr, "shop", pa)
+	team := "other"
+	return map[string]error{
+		"apply":            applyErr,
+		"patchLabels":      c.patchLabels(ctx, "shop", map[string]string{"team": "shop"}, map[string]*string{"team": &team}),
+		"delete":           c.delete(ctx, gvr, "shop", "default", "uid-1"),
+		"SaveCheckpoint":   c.SaveCheckpoint(ctx, &Checkpoint{Namespace: "shop", PlanID: "mp-1"}, alice, at),
+		"DeleteCheckpoint": c.DeleteCheckpoint(ctx, "shop"),
+	}
+}
+
+// kubeWrites are the writes the typed fake saw, but the Leases'.
+func kubeWrites(c *Cluster) []string {
+	var out []string
+	for _, a := range c.Kube.(*fake.Clientset).Actions() {
+		if v := a.GetVerb(); v != "get" && v != "list" && v != "watch" && a.GetResource().Resource != "leases" {
+			out = append(out, v+" "+a.GetResource().Resource)
+		}
+	}
+	return out
+}
+
+func checkRefused(t *testing.T, errs map[string]error, why string) {
+	t.Helper()
+	for w, err := range errs {
+		if !errors.Is(err, ErrLockLost) || !strings.Contains(err.Error(), "this run lost its lock") ||
+			!strings.Contains(err.Error(), "nothing more was written") || !strings.Contains(err.Error(), why) {
+			t.Errorf("%s after the lock was lost: %v; want it refused, saying the lock was lost (%s) and nothing more was written", w, err, why)
+		}
+	}
+}
+
+// A run whose renewal failed (Bob took the lease over) writes nothing more:
+// every write, even the checkpoint's (which ignores the run's
+// cancellation), is refused before it reaches the API server.
+func TestLostLockFencesWrites(t *testing.T) {
+	ctx := context.Background()
+	c, dyn := fencedCluster(t)
+	alices := newClock(t0)
+	ls, err := c.AcquireAll(ctx, []string{"shop"}, alice, DefaultLeaseDuration, 0, alices.now, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Release(ctx)
+	// Held: the fence lets writes through.
+	if _, err := c.apply(ctx, kinds["Namespace"], "", map[string]any{"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": "shop", "labels": map[string]any{"istio-injection": "enabled"}}}); err != nil {
+		t.Fatalf("a write under a held lock: %v", err)
+	}
+	if err := c.SaveCheckpoint(ctx, &Checkpoint{Namespace: "shop", PlanID: "mp-1"}, alice, alices.now()); err != nil {
+		t.Fatalf("a checkpoint under a held lock: %v", err)
+	}
+	// Alice's run stalls (renewals stuck, her clock still); Bob watches her
+	// lease unrenewed for 30s and takes it over.
+	bobs := newClock(t0)
+	pausing(c, bobs, nil)
+	if _, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs.now); err != nil {
+		t.Fatal(err)
+	}
+	dyn.ClearActions()
+	c.Kube.(*fake.Clientset).ClearActions()
+
+	err = ls.renew(ctx)
+	if err == nil {
+		t.Fatal("Alice renewed a lock Bob holds")
+	}
+	checkRefused(t, writeAll(ctx, c, alices.now()), "another run may have taken it over")
+	if w := writes(dyn); len(w) != 0 {
+		t.Errorf("after the lock was lost these writes reached the API server: %v", w)
+	}
+	if w := kubeWrites(c); len(w) != 0 {
+		t.Errorf("after the lock was lost these writes reached the API server: %v", w)
+	}
+}
+
+// A run whose renewals stall writes nothing once its last renewal is as old
+// as the lease duration (another run may have taken the lease over by
+// then), even before a renewal fails; Release ends the fence.
+func TestStalledLockFencesWrites(t *testing.T) {
+	ctx := context.Background()
+	c, dyn := fencedCluster(t)
+	alices := newClock(t0)
+	ls, err := c.AcquireAll(ctx, []string{"shop"}, alice, DefaultLeaseDuration, 0, alices.now, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alices.add(DefaultLeaseDuration - time.Second)
+	if err := c.DeleteCheckpoint(ctx, "shop"); err != nil {
+		t.Fatalf("29s after the last renewal: %v", err)
+	}
+	alices.add(time.Second)
+	dyn.ClearActions()
+	c.Kube.(*fake.Clientset).ClearActions()
+	checkRefused(t, writeAll(ctx, c, alices.now()), "last renewed 30s ago")
+	if w := append(writes(dyn), kubeWrites(c)...); len(w) != 0 {
+		t.Errorf("writes after the lock went unrenewed for 30s: %v", w)
+	}
+	// A renewal opens it again.
+	if err := ls.renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteCheckpoint(ctx, "shop"); err != nil {
+		t.Errorf("after a renewal: %v", err)
+	}
+	alices.add(time.Hour)
+	if err := ls.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.fence.Load() != nil {
+		t.Error("the fence outlived Release")
+	}
+}
+
+// A rollback of a namespace without a checkpoint removes a lock a full
+// rollback left behind only if nobody holds it: a held lock past its
+// expiry by this clock may be a live run on a clock that differs.
+func TestRollbackWithoutCheckpointLeavesAHeldLock(t *testing.T) {
+	ctx := context.Background()
+	c := fakeCluster()
+	lk, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 0, at(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &Executor{Cluster: c, Out: &bytes.Buffer{}, Now: at(t0.Add(time.Hour)), Options: Options{Identity: bob}}
+	_, err = ex.Rollback(ctx, []string{"shop"}, "")
+	if err == nil || !strings.Contains(err.Error(), `its lock is held by "`+alice+`"`) || !strings.Contains(err.Error(), "`kubectl meshmigrate unlock -n shop`") {
+		t.Errorf("rollback, lock held by Alice: %v, want a refusal naming her and unlock", err)
+	}
+	if h := holder(t, c, "shop"); h != alice {
+		t.Fatalf("holder %q after the rollback, want Alice's lock untouched", h)
+	}
+	if err := lk.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ex.Rollback(ctx, []string{"shop"}, ""); err != nil {
+		t.Fatalf("rollback, lock released: %v", err)
+	}
+	if in, err := c.LockState(ctx, "shop"); err != nil || in != nil {
+		t.Errorf("the released lock is still there: %+v, %v", in, err)
 	}
 }

@@ -7,9 +7,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
@@ -23,43 +26,223 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("%s %s: %s; rollback stopped here and changed nothing more (the records not yet undone stay in the checkpoint): restore it by hand or accept it, then run rollback again", e.Namespace, e.Target, e.Detail)
 }
 
-// Rollback undoes namespace ns's changes after phase `to` (every change
-// when to is ""), newest first, from the checkpoint's records, saving the
+// Rollback undoes the namespaces' changes after phase `to` (every change
+// when to is ""), newest first, from each checkpoint's records, saving the
 // checkpoint after each so an interrupted rollback resumes. A full
-// rollback removes the checkpoint and the lock too: nothing of the tool
+// rollback removes the checkpoints and the locks too: nothing of the tool
 // remains.
-func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error) {
+//
+// A full rollback removes sidecars, so it first refuses (unless
+// BreakDependents) while a namespace outside the set relies on them: one
+// that is STRICT, or enforces authorization, with a namespace of the set
+// among its callers. Namespaces rolled back together first all go back to
+// the end of their inject phase, then the rest: none of them is STRICT
+// while a caller among them loses its sidecars.
+func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string) (*Outcome, error) {
 	out := &Outcome{}
-	first, err := e.Cluster.LoadCheckpoint(ctx, ns)
-	if err != nil {
-		return nil, err
+	var stored []string
+	for _, ns := range namespaces {
+		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return nil, err
+		}
+		if !cp.Stored() {
+			if err := e.noCheckpoint(ctx, ns, to); err != nil {
+				return out, err
+			}
+			continue
+		}
+		stored = append(stored, ns)
 	}
-	if !first.Stored() {
-		return out, e.noCheckpoint(ctx, ns, to)
+	if len(stored) == 0 {
+		return out, nil
 	}
 	var locks *Locks
 	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 		var err error
-		locks, err = e.Cluster.AcquireAll(runCtx, []string{ns}, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
+		locks, err = e.Cluster.AcquireAll(runCtx, stored, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
 		}
 		defer locks.Release(context.WithoutCancel(ctx))
 		ctx = runCtx
 	}
-	// Again under the lock: another run may have moved it.
-	cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
-	if err != nil {
+	// Again under the locks: another run may have moved them.
+	e.cps = map[string]*Checkpoint{}
+	set := stored[:0:0]
+	for _, ns := range stored {
+		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return nil, err
+		}
+		if !cp.Stored() {
+			if err := e.noCheckpoint(ctx, ns, to); err != nil {
+				return out, err
+			}
+			continue
+		}
+		e.cps[ns] = cp
+		set = append(set, ns)
+	}
+	if to == "" {
+		deps, err := e.dependents(ctx, set)
+		if err != nil {
+			return out, err
+		}
+		if len(deps) > 0 {
+			if !e.Options.BreakDependents {
+				return out, &DependentsError{Namespaces: set, Dependents: deps}
+			}
+			for _, d := range deps {
+				e.logf(strings.Join(set, ","), "FORCED by --break-dependents: %s: calls from %s arrive in plaintext from now on and fail", d, strings.Join(set, ", "))
+			}
+		}
+	}
+	passes := []string{to}
+	if to == "" && len(set) > 1 && !e.dry() {
+		passes = []string{plan.PhaseInject, ""}
+	}
+	for _, pass := range passes {
+		for _, ns := range set {
+			if err := e.rollbackOne(ctx, ns, pass, out); err != nil {
+				return out, err
+			}
+		}
+	}
+	if e.dry() || to != "" {
+		return out, nil
+	}
+	if err := locks.Delete(context.WithoutCancel(ctx)); err != nil {
+		return out, err
+	}
+	for _, ns := range set {
+		e.logf(ns, "rolled back completely: checkpoint and lock removed")
+		if err := e.leftoverSidecars(ctx, ns, out); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// DependentsError refuses a full rollback that would break namespaces
+// relying on the sidecars it removes.
+type DependentsError struct {
+	Namespaces, Dependents []string
+}
+
+func (e *DependentsError) Error() string {
+	set := strings.Join(e.Namespaces, ",")
+	return fmt.Sprintf("rollback -n %s --all would remove the sidecars of %s, and these namespaces rely on them:\n  %s\ntheir calls would arrive in plaintext and fail. Roll those back first (rollback -n NS --to permissive), or together with %s (rollback -n %s,NS --all), or pass --break-dependents to break them knowingly; nothing was changed",
+		set, strings.Join(e.Namespaces, ", "), strings.Join(e.Dependents, "\n  "), set, set)
+}
+
+// dependents lists the namespaces outside set that rely on set's sidecars:
+// named by a checkpoint of the set as callees (the plan's calledBy, reversed)
+// or naming a namespace of the set among their callers in their own
+// checkpoint (a later plan's), and past STRICT (a strict or authz change
+// not undone).
+func (e *Executor) dependents(ctx context.Context, set []string) ([]string, error) {
+	in := map[string]bool{}
+	for _, ns := range set {
+		in[ns] = true
+	}
+	callers := map[string]map[string]bool{}
+	note := func(dep, caller string) {
+		if in[dep] {
+			return
+		}
+		if callers[dep] == nil {
+			callers[dep] = map[string]bool{}
+		}
+		callers[dep][caller] = true
+	}
+	for _, ns := range set {
+		for _, d := range e.cps[ns].Callees {
+			note(d, ns)
+		}
+	}
+	all, _, err := e.Cluster.ListCheckpoints(ctx)
+	switch {
+	case apierrors.IsForbidden(err):
+		e.logf(strings.Join(set, ","), "warning: cannot list checkpoints across the cluster (RBAC), so only the dependents recorded in these namespaces' checkpoints are checked")
+	case err != nil:
 		return nil, err
 	}
-	e.cps = map[string]*Checkpoint{ns: cp}
-	if !cp.Stored() {
-		return out, e.noCheckpoint(ctx, ns, to)
+	for dep, cp := range all {
+		for _, c := range cp.CalledBy {
+			if in[c] {
+				note(dep, c)
+			}
+		}
 	}
+	var out []string
+	for _, dep := range slices.Sorted(maps.Keys(callers)) {
+		cp := all[dep]
+		if cp == nil {
+			if cp, err = e.Cluster.LoadCheckpoint(ctx, dep); err != nil {
+				return nil, err
+			}
+		}
+		if why := pastStrict(cp); why != "" {
+			out = append(out, fmt.Sprintf("%s (%s; called by %s)", dep, why, strings.Join(slices.Sorted(maps.Keys(callers[dep])), ", ")))
+		}
+	}
+	return out, nil
+}
+
+// pastStrict says how a namespace relies on its callers' sidecars: its
+// checkpoint holds a change of the strict or authz phase that was not
+// undone ("" when none).
+func pastStrict(cp *Checkpoint) string {
+	why := ""
+	for _, r := range cp.Records {
+		switch {
+		case r.Phase == plan.PhaseStrict && why == "":
+			why = fmt.Sprintf("STRICT since %s, plan %s", r.StartedAt.UTC().Format(time.RFC3339), r.PlanID)
+		case r.Phase == plan.PhaseAuthz:
+			why = fmt.Sprintf("authorization policies applied %s, plan %s", r.StartedAt.UTC().Format(time.RFC3339), r.PlanID)
+		}
+	}
+	return why
+}
+
+// leftoverSidecars lists, after a full rollback, the pods that still carry
+// a sidecar the restored labels no longer give them: pods created while
+// the namespace was labelled (a scale-up, a reschedule), which the plan's
+// restarts did not roll back. Each comes with the command that restarts it.
+func (e *Executor) leftoverSidecars(ctx context.Context, ns string, out *Outcome) error {
+	_, r, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
+	if err != nil {
+		return fmt.Errorf("list the pods of %s that keep a sidecar: %w", ns, err)
+	}
+	seen := map[string]bool{}
+	for _, p := range namespaceOf(r, ns).Pods.Items {
+		if p.State != audit.PodSidecarNotExpected || seen[p.Workload] {
+			continue
+		}
+		seen[p.Workload] = true
+		kind, name, _ := strings.Cut(p.Workload, "/")
+		cmd := fmt.Sprintf("kubectl rollout restart %s/%s -n %s", strings.ToLower(kind), name, ns)
+		if kind == "Pod" || kind == "Job" || kind == "CronJob" {
+			cmd = fmt.Sprintf("kubectl delete pod %s -n %s (when it may be stopped)", p.Name, ns)
+		}
+		line := fmt.Sprintf("%s still carries a sidecar (pod %s, created while the namespace was labelled for injection): %s", p.Workload, p.Name, cmd)
+		e.logf(ns, "rollback: note: %s", line)
+		out.mu.Lock()
+		out.Leftovers = append(out.Leftovers, ns+": "+line)
+		out.mu.Unlock()
+	}
+	return nil
+}
+
+// rollbackOne rolls namespace ns back to the end of phase `to` ("": every
+// change; the checkpoint is then deleted).
+func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome) error {
+	cp := e.cps[ns]
 	records := UndoOrder(cp.Records, to)
-	if len(records) == 0 {
+	if len(records) == 0 && to != "" {
 		e.logf(ns, "nothing to roll back after phase %s", to)
 	}
 	if !e.dry() {
@@ -80,7 +263,7 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 		}
 		cp.Phases = keep
 		if err := e.save(ctx, ns); err != nil {
-			return out, err
+			return err
 		}
 	}
 	var rollouts []*rollout
@@ -95,7 +278,7 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 			continue
 		}
 		if err != nil {
-			return out, err
+			return err
 		}
 		out.changed()
 		if ro != nil {
@@ -104,28 +287,23 @@ func (e *Executor) Rollback(ctx context.Context, ns, to string) (*Outcome, error
 		if !e.dry() {
 			cp.Records = dropRecord(cp.Records, r.Seq)
 			if err := e.save(ctx, ns); err != nil {
-				return out, err
+				return err
 			}
 		}
 	}
 	if err := e.waitRollouts(ctx, rollouts); err != nil {
-		return out, fmt.Errorf("%w; the namespace is rolled back, its workloads are still rolling: watch them with kubectl rollout status", err)
+		return fmt.Errorf("%w; the namespace is rolled back, its workloads are still rolling: watch them with kubectl rollout status", err)
 	}
 	if e.dry() {
-		return out, nil
+		return nil
 	}
 	if to == "" && len(cp.Records) == 0 {
-		if err := e.Cluster.DeleteCheckpoint(ctx, ns); err != nil {
-			return out, err
-		}
-		if err := locks.Delete(context.WithoutCancel(ctx)); err != nil {
-			return out, err
-		}
-		e.logf(ns, "rolled back completely: checkpoint and lock removed")
-		return out, nil
+		return e.Cluster.DeleteCheckpoint(ctx, ns)
 	}
-	e.logf(ns, "rolled back to the end of phase %s", to)
-	return out, nil
+	if to != "" {
+		e.logf(ns, "rolled back to the end of phase %s", to)
+	}
+	return nil
 }
 
 // noCheckpoint explains that there is nothing to roll back, and removes a
@@ -140,8 +318,8 @@ func (e *Executor) noCheckpoint(ctx context.Context, ns, to string) error {
 	if err != nil || lock == nil {
 		return err
 	}
-	if lock.Held && e.Now().Before(lock.Expires) {
-		return fmt.Errorf("namespace %s has no checkpoint but its lock is held by %q: a run is starting there", ns, lock.Holder)
+	if lock.Held {
+		return fmt.Errorf("namespace %s has no checkpoint but its lock is held by %q: a run may be starting there; if you know that run is dead, `kubectl meshmigrate unlock -n %s`, then roll back again", ns, lock.Holder, ns)
 	}
 	if err := e.Cluster.deleteLease(ctx, ns); err != nil {
 		return err
@@ -164,6 +342,11 @@ func dropRecord(rs []Record, seq int) []Record {
 // between writing it and making the change) finds the prior state in place
 // and does nothing.
 func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, error) {
+	// Whatever handed it the record, undo writes only within ns and the
+	// kinds a plan produces (validate.go).
+	if err := checkRecord(ns, r); err != nil {
+		return nil, err
+	}
 	kind, name, _ := strings.Cut(r.Target, "/")
 	switch r.Action {
 	case plan.ActionLabelNamespace:
@@ -207,8 +390,12 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 		switch {
 		case same(now, has, r.Undo.RestartedAt):
 			return nil, nil
+		case (!has || now != r.Undo.Set) && e.Options.AcceptRestarts:
+			// A restart is not data: its pods run the current template.
+			e.logf(ns, "rollback: %s was restarted again since (restartedAt %s, this plan set %s): accepted (--accept-restarts), left as it is", r.Target, show(now, has), r.Undo.Set)
+			return nil, nil
 		case !has || now != r.Undo.Set:
-			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: fmt.Sprintf("it was restarted again since (restartedAt %s, this plan set %s)", show(now, has), r.Undo.Set)}
+			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: fmt.Sprintf("it was restarted again since (restartedAt %s, this plan set %s); a restart is not data: pass --accept-restarts to leave it and finish", show(now, has), r.Undo.Set)}
 		}
 		// Restoring the template's annotation rolls the workload back onto
 		// its prior template: with injection restored, its pods come back
@@ -245,7 +432,7 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 		case cur == nil:
 			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "it was deleted since this plan changed it: not re-created"}
 		case r.Undo.Existed && Digest(cur.Object) == Digest(r.Undo.Prior):
-			return nil, nil
+			return nil, e.restoreOwnership(ctx, gvr, ns, r, cur)
 		case r.Undo.Digest != "" && Digest(cur.Object) != r.Undo.Digest:
 			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "its labels, annotations or spec changed since this plan wrote it"}
 		case r.Undo.UID != "" && string(cur.GetUID()) != r.Undo.UID:
@@ -264,11 +451,12 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 		// Nobody else changed it since: applying the prior content back
 		// sets what the plan changed to its prior value and drops the
 		// fields only the plan added.
-		if _, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior); err != nil {
+		restored, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior)
+		if err != nil {
 			return nil, fmt.Errorf("restore %s: %w", r.Target, err)
 		}
 		e.logf(ns, "rollback: restored %s as it was%s", r.Target, e.dryNote())
-		return nil, nil
+		return nil, e.restoreOwnership(ctx, gvr, ns, r, restored)
 	}
 	return nil, fmt.Errorf("checkpoint record %d has unknown action %q", r.Seq, r.Action)
 }

@@ -2,7 +2,10 @@ package phases
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -27,6 +30,18 @@ type NamespaceStatus struct {
 	UpdatedBy string    `json:"updatedBy,omitempty"`
 	// Checkpoint is the whole state object (-o yaml/json).
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// Error says why the namespace's checkpoint cannot be used (State is
+	// then StateInvalid): unreadable, or holding what this tool never
+	// writes. Apply and rollback refuse the namespace until it is fixed.
+	Error string `json:"error,omitempty"`
+}
+
+// StateInvalid is the status of a namespace whose checkpoint cannot be used.
+const StateInvalid = "invalid"
+
+// invalidStatus is the status of a namespace whose checkpoint is bad.
+func invalidStatus(ns string, err error, lock *LockInfo) NamespaceStatus {
+	return NamespaceStatus{Namespace: ns, Phase: "-", State: StateInvalid, Lock: lock, Error: err.Error()}
 }
 
 // StatusOf summarizes a checkpoint.
@@ -52,46 +67,34 @@ func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
 // Status reads the namespaces' checkpoints and locks; with all, every
 // namespace holding a checkpoint. With all, checkpoints and locks are each
 // listed once, by label, in pages; with named namespaces each is read by
-// name.
+// name. A checkpoint that cannot be used is one namespace's status (its
+// Error), never the whole answer's: the other namespaces are still shown.
 func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]NamespaceStatus, error) {
 	cps := map[string]*Checkpoint{}
+	bad := map[string]error{}
 	locks := map[string]*LockInfo{}
 	if all {
-		namespaces = nil
-		err := paged(ctx, LabelComponent+"=checkpoint", func(opts metav1.ListOptions) (string, error) {
-			list, err := c.Kube.CoreV1().ConfigMaps("").List(ctx, opts)
+		var err error
+		if cps, bad, err = c.ListCheckpoints(ctx); err != nil {
+			return nil, err
+		}
+		namespaces = slices.Collect(maps.Keys(cps))
+		for ns := range bad {
+			namespaces = append(namespaces, ns)
+		}
+		err = paged(ctx, LabelComponent+"=lock", func(opts metav1.ListOptions) (string, error) {
+			list, err := c.Kube.CoordinationV1().Leases("").List(ctx, opts)
 			if err != nil {
-				return "", fmt.Errorf("list checkpoints: %w", err)
+				return "", fmt.Errorf("list locks: %w", err)
 			}
-			for _, cm := range list.Items {
-				if cm.Name != CheckpointName {
-					continue
+			for i := range list.Items {
+				if l := &list.Items[i]; l.Name == LeaseName {
+					in := leaseInfo(l)
+					locks[l.Namespace] = &in
 				}
-				cp, err := DecodeCheckpoint(cm.Namespace, cm.Data[CheckpointKey])
-				if err != nil {
-					return "", err
-				}
-				cp.resourceVersion, cp.stored = cm.ResourceVersion, true
-				cps[cm.Namespace] = cp
-				namespaces = append(namespaces, cm.Namespace)
 			}
 			return list.Continue, nil
 		})
-		if err == nil {
-			err = paged(ctx, LabelComponent+"=lock", func(opts metav1.ListOptions) (string, error) {
-				list, err := c.Kube.CoordinationV1().Leases("").List(ctx, opts)
-				if err != nil {
-					return "", fmt.Errorf("list locks: %w", err)
-				}
-				for i := range list.Items {
-					if l := &list.Items[i]; l.Name == LeaseName {
-						in := leaseInfo(l)
-						locks[l.Namespace] = &in
-					}
-				}
-				return list.Continue, nil
-			})
-		}
 		if err != nil {
 			return nil, err
 		}
@@ -105,12 +108,19 @@ func (c *Cluster) Status(ctx context.Context, namespaces []string, all bool) ([]
 				return nil, fmt.Errorf("namespace %s: %w", ns, err)
 			}
 			var err error
-			if cp, err = c.LoadCheckpoint(ctx, ns); err != nil {
+			var invalid *CheckpointError
+			if cp, err = c.LoadCheckpoint(ctx, ns); errors.As(err, &invalid) {
+				bad[ns] = err
+			} else if err != nil {
 				return nil, err
 			}
 			if lock, err = c.LockState(ctx, ns); err != nil {
 				return nil, err
 			}
+		}
+		if err := bad[ns]; err != nil {
+			out = append(out, invalidStatus(ns, err, lock))
+			continue
 		}
 		out = append(out, StatusOf(cp, lock))
 	}

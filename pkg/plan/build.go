@@ -37,6 +37,9 @@ func Build(in Input, opts Options) (*Plan, error) {
 	if opts.Authz == "" {
 		opts.Authz = AuthzEnforce
 	}
+	if opts.MinVerifyWindow == "" {
+		opts.MinVerifyWindow = DefaultMinVerifyWindow.String()
+	}
 	opts.normalize()
 	s, r := in.Snapshot, in.Report
 	b := &builder{in: in, opts: opts, reports: map[string]*audit.NamespaceReport{}, planned: map[string]bool{},
@@ -130,6 +133,7 @@ type builder struct {
 	workloads  map[string]map[string]*wl  // namespace -> workload name -> facts
 	meshedBy   map[string]map[string]bool // namespace -> workload -> meshed once the plan ran
 	accounts   map[string]map[string][]string
+	owners     map[string][]cluster.Owner // "ns/Kind/name" -> who else manages it (filled on first use)
 }
 
 // wl is a workload as the plan sees it: its owner kind and its pods.

@@ -6,9 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
@@ -118,6 +123,11 @@ func (p *Plan) validate() error {
 	default:
 		return fmt.Errorf("options.authz %q: want off, dry-run or enforce", p.Options.Authz)
 	}
+	if w := p.Options.MinVerifyWindow; w != "" {
+		if d, err := time.ParseDuration(w); err != nil || d <= 0 {
+			return fmt.Errorf("options.minVerifyWindow %q: want a positive duration such as 10m", w)
+		}
+	}
 	seen := map[string]bool{}
 	for i, ns := range p.Namespaces {
 		if ns.Name == "" || seen[ns.Name] {
@@ -146,6 +156,9 @@ func (p *Plan) validate() error {
 				if st.Action == ActionApply && st.Status == StatusPending && st.Object == nil {
 					return fmt.Errorf("namespace %s phase %s step %d: pending apply without an object", ns.Name, ph.Name, k)
 				}
+				if err := checkStep(ns.Name, st); err != nil {
+					return fmt.Errorf("namespace %s phase %s step %d: %w", ns.Name, ph.Name, k, err)
+				}
 			}
 		}
 	}
@@ -156,6 +169,130 @@ func (p *Plan) validate() error {
 		for _, n := range w.Namespaces {
 			if !seen[n] {
 				return fmt.Errorf("wave %d names namespace %q that the plan does not hold", w.Number, n)
+			}
+		}
+	}
+	return nil
+}
+
+// The kinds a plan touches, by action: apply and rollback write nothing
+// else. The checkpoint's undo records are held to the same rules
+// (pkg/phases), since a record is only ever written for a plan's step.
+var (
+	WorkloadKinds = []string{"Deployment", "StatefulSet", "DaemonSet"}
+	PolicyKinds   = []string{"PeerAuthentication", "AuthorizationPolicy"}
+)
+
+// PolicyGroup is the API group of every object an apply step writes.
+const PolicyGroup = "security.istio.io"
+
+// CheckTarget reports whether a step (or undo record) of action may touch
+// target in namespace ns: its own namespace's labels, a workload of its own
+// to restart, or a policy of its own. Steps that write nothing (gate,
+// report) have no rule.
+func CheckTarget(action, ns, target string) error {
+	kind, name, _ := strings.Cut(target, "/")
+	switch action {
+	case ActionLabelNamespace:
+		if target != "Namespace/"+ns {
+			return fmt.Errorf("target %q: a label-namespace step labels its own namespace only, Namespace/%s", target, ns)
+		}
+		return nil
+	case ActionRestartWorkload:
+		if !slices.Contains(WorkloadKinds, kind) {
+			return fmt.Errorf("target %q: a restart-workload step restarts only a %s", target, either(WorkloadKinds))
+		}
+	case ActionApply:
+		if !slices.Contains(PolicyKinds, kind) {
+			return fmt.Errorf("target %q: an apply step writes only a %s", target, either(PolicyKinds))
+		}
+	default:
+		return nil
+	}
+	// The name ends up in an API path: nothing but a valid object name.
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("target %q: %q is not a valid name (%s)", target, name, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// either lists kinds as "A, B or C".
+func either(kinds []string) string {
+	if len(kinds) < 2 {
+		return strings.Join(kinds, "")
+	}
+	return strings.Join(kinds[:len(kinds)-1], ", ") + " or " + kinds[len(kinds)-1]
+}
+
+// CheckObject reports whether obj is the object target names in namespace
+// ns, in the policies' API group: what an apply step writes, and what
+// rollback may write back.
+func CheckObject(ns, target string, obj map[string]any) error {
+	kind, name, _ := strings.Cut(target, "/")
+	apiVersion, _ := obj["apiVersion"].(string)
+	if err := CheckPolicyAPIVersion(apiVersion); err != nil {
+		return fmt.Errorf("object %w", err)
+	}
+	md, _ := obj["metadata"].(map[string]any)
+	objKind, _ := obj["kind"].(string)
+	objName, _ := md["name"].(string)
+	objNS, _ := md["namespace"].(string)
+	switch {
+	case objKind != kind:
+		return fmt.Errorf("object kind %q, but target %q", objKind, target)
+	case objName != name:
+		return fmt.Errorf("object metadata.name %q, but target %q", objName, target)
+	case objNS != ns:
+		return fmt.Errorf("object metadata.namespace %q, want %s", objNS, ns)
+	}
+	return nil
+}
+
+// CheckPolicyAPIVersion reports whether apiVersion is a version of the
+// policies' API group.
+func CheckPolicyAPIVersion(apiVersion string) error {
+	if gv, err := schema.ParseGroupVersion(apiVersion); err != nil || gv.Group != PolicyGroup || gv.Version == "" {
+		return fmt.Errorf("apiVersion %q, want %s/VERSION", apiVersion, PolicyGroup)
+	}
+	return nil
+}
+
+// CheckLabel reports whether key is a label key and value (nil: absent)
+// a label value.
+func CheckLabel(key string, value *string) error {
+	if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+		return fmt.Errorf("label %q is not a label key (%s)", key, strings.Join(errs, "; "))
+	}
+	if value != nil {
+		if errs := validation.IsValidLabelValue(*value); len(errs) > 0 {
+			return fmt.Errorf("label %s=%q is not a label value (%s)", key, *value, strings.Join(errs, "; "))
+		}
+	}
+	return nil
+}
+
+// checkStep holds a step to what the plan itself produces, so a file
+// edited and sealed again cannot point apply at another namespace or kind.
+func checkStep(ns string, st Step) error {
+	if err := CheckTarget(st.Action, ns, st.Target); err != nil {
+		return err
+	}
+	switch st.Action {
+	case ActionApply:
+		if st.Object == nil {
+			return nil // a blocked step: nothing to write (a pending one needs its object, checked above)
+		}
+		return CheckObject(ns, st.Target, st.Object)
+	case ActionLabelNamespace:
+		for _, k := range slices.Sorted(maps.Keys(st.Labels)) {
+			v := st.Labels[k]
+			if err := CheckLabel(k, &v); err != nil {
+				return err
+			}
+		}
+		for _, k := range st.Remove {
+			if err := CheckLabel(k, nil); err != nil {
+				return err
 			}
 		}
 	}

@@ -33,6 +33,39 @@ func newFingerprint(items map[string]string) Fingerprint {
 // Diff lists how current differs from f, one line per item, e.g.
 // `label istio-injection: "enabled" -> (absent)`. Empty when they match.
 func (f Fingerprint) Diff(current Fingerprint) []string {
+	return f.DiffExcept(current, Made{})
+}
+
+// Made is what a run of the plan already changed in a namespace (from its
+// checkpoint): label keys it set or removed, objects it applied
+// ("peerauthentication/default"), and whether it injected (so workload
+// states may have moved to meshed).
+type Made struct {
+	Labels   map[string]bool
+	Objects  map[string]bool
+	Injected bool
+}
+
+func (m Made) any() bool { return m.Injected || len(m.Labels) > 0 || len(m.Objects) > 0 }
+
+// explains tells whether the plan's own changes account for item key
+// moving from was to now. A workload that appeared or went away is never
+// the plan's doing.
+func (m Made) explains(key string, wok, nok bool) bool {
+	kind, name, _ := strings.Cut(key, "/")
+	switch kind {
+	case "label":
+		return m.Labels[name]
+	case "peerauthentication", "authorizationpolicy":
+		return m.Objects[key]
+	case "workload":
+		return m.Injected && wok && nok
+	}
+	return false
+}
+
+// DiffExcept is Diff without the items the plan's own changes explain.
+func (f Fingerprint) DiffExcept(current Fingerprint, made Made) []string {
 	if f.Digest == current.Digest {
 		return nil
 	}
@@ -47,7 +80,7 @@ func (f Fingerprint) Diff(current Fingerprint) []string {
 	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		was, wok := f.Items[k]
 		now, nok := current.Items[k]
-		if wok == nok && was == now {
+		if wok == nok && was == now || made.explains(k, wok, nok) {
 			continue
 		}
 		show := func(v string, ok bool) string {
@@ -59,7 +92,7 @@ func (f Fingerprint) Diff(current Fingerprint) []string {
 		kind, name, _ := strings.Cut(k, "/")
 		out = append(out, fmt.Sprintf("%s %s: %s -> %s", kind, name, show(was, wok), show(now, nok)))
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && !made.any() {
 		// Same items, different digest: the file's digest was edited.
 		out = append(out, "fingerprint digest "+f.Digest+" -> "+current.Digest)
 	}
@@ -90,7 +123,7 @@ func NamespaceFingerprint(s *cluster.Snapshot, nr *audit.NamespaceReport) Finger
 			if ap.DryRun {
 				v += " dry-run"
 			}
-			items["authorizationpolicy/"+ap.Name] = v
+			items["authorizationpolicy/"+ap.Name] = v + describeOwners(ap.Ownership)
 		}
 	}
 	for _, dr := range nr.DestinationRules {
@@ -142,7 +175,7 @@ func describePeerAuth(pa cluster.PeerAuthentication) string {
 		sort.Strings(ports)
 		v += " ports=" + strings.Join(ports, ",")
 	}
-	return v
+	return v + describeOwners(pa.Ownership)
 }
 
 func labelString(m map[string]string) string {
@@ -185,6 +218,13 @@ func (p *Plan) Changes(s *cluster.Snapshot, r *audit.Report) []string {
 // checks the namespaces it is about to start, not those a run of the plan
 // already changed (their checkpoint speaks for them) or left out.
 func (p *Plan) ChangesIn(s *cluster.Snapshot, r *audit.Report, names []string) []string {
+	return p.ChangesSince(s, r, names, nil)
+}
+
+// ChangesSince is ChangesIn where made holds, for the namespaces a run of
+// the plan already changed, what it changed: those namespaces are checked
+// too, for every change the plan did not make.
+func (p *Plan) ChangesSince(s *cluster.Snapshot, r *audit.Report, names []string, made map[string]Made) []string {
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
@@ -206,7 +246,7 @@ func (p *Plan) ChangesIn(s *cluster.Snapshot, r *audit.Report, names []string) [
 			out = append(out, "namespace "+ns.Name+": no longer exists or is out of scope")
 			continue
 		}
-		for _, d := range ns.Fingerprint.Diff(NamespaceFingerprint(s, nr)) {
+		for _, d := range ns.Fingerprint.DiffExcept(NamespaceFingerprint(s, nr), made[ns.Name]) {
 			out = append(out, "namespace "+ns.Name+": "+d)
 		}
 	}

@@ -108,13 +108,15 @@ func (b *builder) namespace(name string, wave int, lp labelPlan, callers []strin
 	ns := Namespace{Name: name, Wave: wave, CalledBy: callers, Fingerprint: NamespaceFingerprint(b.in.Snapshot, nr)}
 	inject, stayOut := b.injectPhase(nr, lp)
 	permissive, paName := b.permissivePhase(nr)
+	permissive = b.notTakenOver(nr.Name, permissive)
 	verify, trafficBlockers := b.verifyPhase(nr)
 	if inject.Status == StatusBlocked && nr.Pods.NotMeshed > 0 {
 		stayOut = append(stayOut, fmt.Sprintf("the inject phase is blocked, so %s without a sidecar (%s)",
 			plural(nr.Pods.NotMeshed, "pod stays", "pods stay"), inject.Reason))
 	}
-	strict := b.strictPhase(nr, paName, stayOut, trafficBlockers)
+	strict := b.notTakenOver(nr.Name, b.strictPhase(nr, paName, stayOut, trafficBlockers))
 	authz, uncovered := b.authzPhase(nr, strict)
+	authz = b.notTakenOver(nr.Name, authz)
 	ns.Uncovered = uncovered
 	ns.Phases = []Phase{inject, permissive, verify, strict, authz}
 	return ns
@@ -221,9 +223,9 @@ func rollup(steps []Step) (string, string) {
 // STRICT namespace.
 func (b *builder) permissivePhase(nr *audit.NamespaceReport) (Phase, string) {
 	ph := Phase{Name: PhasePermissive}
-	name := defaultPeerAuthName
-	if nr.MTLS.NamespacePolicy != "" {
-		name = strings.TrimPrefix(nr.MTLS.NamespacePolicy, nr.Name+"/")
+	name, note := b.peerAuthName(nr)
+	if note != "" {
+		ph.Notes = append(ph.Notes, note)
 	}
 	target := "PeerAuthentication/" + name
 	switch {
@@ -324,7 +326,11 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 	}
 	var blockers []string
 	seen, culprits := map[string]bool{}, map[string]bool{}
+	served, expected := map[string]bool{}, map[string]bool{}
 	for _, e := range b.inbound[nr.Name] {
+		if e.Count > 0 || e.Bytes > 0 {
+			served[e.Destination.Workload] = true
+		}
 		if e.Security == traffic.MutualTLS {
 			continue
 		}
@@ -339,6 +345,7 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 			ph.Notes = append(ph.Notes, line)
 		case v.clears:
 			ph.Gate.Expect = append(ph.Gate.Expect, line)
+			expected[v.name] = true
 		default:
 			blockers = append(blockers, line)
 			culprits[v.name] = true
@@ -350,6 +357,8 @@ func (b *builder) verifyPhase(nr *audit.NamespaceReport) (Phase, []string) {
 	case t.Status == audit.TrafficNoData:
 		ph.Notes = append(ph.Notes, "no inbound traffic observed ("+t.Reason+"): the gate waits for real traffic, zero requests are not a pass")
 	}
+	ph.Gate.Callers = slices.Sorted(maps.Keys(expected))
+	ph.Gate.Inbound = slices.Sorted(maps.Keys(served))
 	sort.Strings(blockers)
 	if len(blockers) > 0 {
 		ph.Status, ph.Reason = StatusBlocked, "plaintext callers the plan does not mesh: "+strings.Join(blockers, "; ")

@@ -6,7 +6,10 @@
 // the same hash. docs/plan.md documents the file format.
 package plan
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // The plan file's schema identity. Bump the version on any breaking change.
 const (
@@ -155,6 +158,23 @@ type Options struct {
 	// ForceStrict names namespaces whose STRICT step goes ahead despite its
 	// blockers, which stay listed in the step.
 	ForceStrict []string `json:"forceStrict,omitempty"`
+	// MinVerifyWindow is the shortest window the traffic gates may judge
+	// (a Go duration): a gate over less, or --verify-window under it, is
+	// not a pass. Empty in plans made before it existed: DefaultMinVerifyWindow.
+	MinVerifyWindow string `json:"minVerifyWindow,omitempty"`
+}
+
+// DefaultMinVerifyWindow is the verify window's floor unless the plan sets
+// another: many scrape intervals of any usual Prometheus (15 s to 1 min), so
+// that one lucky request cannot pass a gate.
+const DefaultMinVerifyWindow = 10 * time.Minute
+
+// VerifyFloor is the plan's MinVerifyWindow, or the default.
+func (p *Plan) VerifyFloor() time.Duration {
+	if d, err := time.ParseDuration(p.Options.MinVerifyWindow); err == nil && d > 0 {
+		return d
+	}
+	return DefaultMinVerifyWindow
 }
 
 // Wave is a group of namespaces migrated together.
@@ -215,6 +235,10 @@ type Step struct {
 	// Forced marks a STRICT step that goes ahead over the blockers in
 	// Reason because of --force-strict.
 	Forced bool `json:"forced,omitempty"`
+	// Owner names who else manages the object, when that alone blocks the
+	// step ("Argo CD (application shop)"): the tool never takes it over,
+	// and --out-dir renders the change for the owner's source instead.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Gate is a condition apply checks before moving on.
@@ -225,6 +249,14 @@ type Gate struct {
 	// e.g. plaintext callers that the inject phase of another namespace
 	// meshes.
 	Expect []string `json:"expect,omitempty"`
+	// Callers are the callers behind Expect ("namespace/workload"): the
+	// gate passes only once each of them is seen arriving over mTLS.
+	Callers []string `json:"callers,omitempty"`
+	// Inbound are the namespace's workloads that served traffic over the
+	// plan's window: the gate passes only once each of them shows inbound
+	// traffic over its own window, so a busy workload cannot hide a
+	// silent one.
+	Inbound []string `json:"inbound,omitempty"`
 }
 
 // Summary counts what the plan holds.
@@ -259,4 +291,16 @@ func (n *Namespace) Phase(name string) (*Phase, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Callees are the planned namespaces whose calledBy names ns: they rely on
+// ns's sidecars once they are STRICT.
+func (p *Plan) Callees(ns string) []string {
+	var out []string
+	for _, n := range p.Namespaces {
+		if slices.Contains(n.CalledBy, ns) {
+			out = append(out, n.Name)
+		}
+	}
+	return out
 }

@@ -53,7 +53,9 @@ type file struct {
 // version. Only pending steps are written: done, blocked and skipped ones
 // are left out (their reasons are in the
 // file's header); restarts, which are not objects, are listed there as
-// commands. Keys are paths relative to the output directory.
+// commands. A step blocked only because another tool manages its object is
+// written too, without this tool's labels, for that tool's source.
+// Keys are paths relative to the output directory.
 func (p *Plan) Render() (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for _, ns := range p.Namespaces {
@@ -82,6 +84,9 @@ func (p *Plan) Render() (map[string][]byte, error) {
 					f = next(ph.Name + "-enforce")
 					f.header = append(f.header, fmt.Sprintf("Plan %s, namespace %s, phase %s, after the gate %s: %s", p.ID, ns.Name, ph.Name, st.Target, st.Reason))
 					continue
+				case st.Status == StatusBlocked && st.Owner != "" && st.Object != nil:
+					f.objects = append(f.objects, forOwner(st.Object))
+					f.header = append(f.header, fmt.Sprintf("MANAGED BY %s %s: the tool does not apply it; make this change in the owner's source", st.Owner, st.Target))
 				case st.Status != StatusPending:
 					// Done steps need nothing; blocked and skipped ones must not
 					// be applied from here either.
@@ -138,6 +143,34 @@ func (p *Plan) Render() (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// forOwner is the manifest of a change another tool manages, for its
+// source: without this tool's labels, which would claim it (Helm, for one,
+// refuses a release object whose managed-by is not Helm).
+func forOwner(obj map[string]any) map[string]any {
+	out := make(map[string]any, len(obj))
+	for k, v := range obj {
+		out[k] = v
+	}
+	md := map[string]any{}
+	for k, v := range obj["metadata"].(map[string]any) {
+		md[k] = v
+	}
+	if l, ok := md["labels"].(map[string]any); ok {
+		labels := map[string]any{}
+		for k, v := range l {
+			if k != LabelManagedBy && k != LabelPlanID {
+				labels[k] = v
+			}
+		}
+		delete(md, "labels")
+		if len(labels) > 0 {
+			md["labels"] = labels
+		}
+	}
+	out["metadata"] = md
+	return out
 }
 
 // namespaceObject is a partial Namespace carrying only the labels the step

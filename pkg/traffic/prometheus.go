@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -215,43 +216,83 @@ func security(csp string) string {
 	}
 }
 
-// ShadowQueries is the PromQL that counts the dry-run authorization
-// decisions of namespace ns's sidecars over window: Envoy's inbound RBAC
-// stats, tagged authz_dry_run_result by Istio's bootstrap (ISTIO.md,
-// "Dry run"), with the pod's namespace in the `namespace` label the
-// standard kubernetes-pods scrape job adds. Series born inside the window
-// count whole, as in countOverWindow.
-func ShadowQueries(ns string, window time.Duration) (denied, decisions string) {
+// ShadowQuery is the PromQL that counts the dry-run authorization
+// decisions of namespace ns's sidecars over window, per pod, protocol and
+// result. It keys on the tags Istio's bootstrap extracts
+// (tools/packaging/common/envoy_bootstrap.json: authz_dry_run_action from
+// the istio_dry_run_allow_/istio_dry_run_deny_ shadow prefixes,
+// authz_dry_run_result from shadow_allowed/shadow_denied), not on the metric
+// name, which differs by protocol and by Istio version:
+//
+//   - HTTP, Istio 1.23.1 and later: envoy_http_rbac{http_conn_manager_prefix="inbound_0.0.0.0_8080"};
+//     before: envoy_http_inbound_0_0_0_0_8080_rbac (and
+//     envoy_http_InboundPassthroughCluster_rbac for undeclared ports).
+//   - TCP (Envoy's network RBAC filter, stat prefix "tcp."): one counter per
+//     pod with a tcp_prefix tag and no port.
+//
+// Istio always keeps these stats (pkg/bootstrap/config.go appends the
+// suffixes rbac.allowed, rbac.denied, shadow_allowed, shadow_denied to the
+// inclusion list whatever proxyStatsMatcher says). The action filter drops
+// the zero series of enforced filters that carry no shadow rules. `namespace`
+// and `pod` are added by the standard kubernetes-pods scrape job. Series
+// born inside the window count whole, as in countOverWindow.
+func ShadowQuery(ns string, window time.Duration) string {
 	w := model.Duration(window).String()
-	q := func(result string) string {
-		sel := fmt.Sprintf(`{__name__=~"envoy_http_inbound_.*_rbac",namespace=%q,authz_dry_run_result=~%q}`, ns, result)
-		return fmt.Sprintf("sum((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))", sel, w, sel, w, sel, w)
-	}
-	return q("denied"), q("allowed|denied")
+	sel := fmt.Sprintf(`{__name__=~"envoy_.+",namespace=%q,authz_dry_run_action=~"allow|deny",authz_dry_run_result=~"allowed|denied"}`, ns)
+	return fmt.Sprintf("sum by (pod, tcp_prefix, authz_dry_run_result) ((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))", sel, w, sel, w, sel, w)
 }
 
-// ShadowDenials counts the dry-run policies' denials and all their
-// decisions in ns over window. No series at all counts as zero decisions:
-// the caller must treat that as inconclusive, never as a pass.
-func (p *Prometheus) ShadowDenials(ctx context.Context, ns string, window time.Duration) (denied, decisions float64, err error) {
+// ShadowCount is what one pod's dry-run policies decided over the window.
+type ShadowCount struct {
+	Pod string
+	// Protocol is HTTP (requests) or TCP (connections).
+	Protocol  string
+	Denied    float64
+	Decisions float64
+}
+
+// ShadowDecisions returns the dry-run policies' decisions in ns over
+// window, per pod and protocol. No series at all is an empty list: the
+// caller must treat it as inconclusive, never as a pass.
+func (p *Prometheus) ShadowDecisions(ctx context.Context, ns string, window time.Duration) ([]ShadowCount, error) {
 	if window <= 0 {
-		return 0, 0, fmt.Errorf("shadow-denial window must be positive, got %s", window)
+		return nil, fmt.Errorf("shadow-decision window must be positive, got %s", window)
 	}
 	end := p.Now().UTC().Truncate(time.Second)
-	qd, qa := ShadowQueries(ns, window)
-	var out [2]float64
-	for i, q := range []string{qd, qa} {
-		v, _, _, err := p.API.Query(ctx, q, end)
-		if err != nil {
-			return 0, 0, fmt.Errorf("query Prometheus at %s: %w\nquery: %s", p.URL, explain(err), q)
+	q := ShadowQuery(ns, window)
+	v, _, _, err := p.API.Query(ctx, q, end)
+	if err != nil {
+		return nil, fmt.Errorf("query Prometheus at %s: %w\nquery: %s", p.URL, explain(err), q)
+	}
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return nil, fmt.Errorf("query Prometheus at %s: want a vector, got %s\nquery: %s", p.URL, v.Type(), q)
+	}
+	byKey := map[[2]string]*ShadowCount{}
+	var keys [][2]string
+	for _, s := range vec {
+		proto := HTTP
+		if s.Metric["tcp_prefix"] != "" {
+			proto = TCP
 		}
-		vec, ok := v.(model.Vector)
-		if !ok {
-			return 0, 0, fmt.Errorf("query Prometheus at %s: want a vector, got %s\nquery: %s", p.URL, v.Type(), q)
+		k := [2]string{string(s.Metric["pod"]), proto}
+		c := byKey[k]
+		if c == nil {
+			c = &ShadowCount{Pod: k[0], Protocol: proto}
+			byKey[k] = c
+			keys = append(keys, k)
 		}
-		for _, s := range vec {
-			out[i] += float64(s.Value)
+		c.Decisions += float64(s.Value)
+		if s.Metric["authz_dry_run_result"] == "denied" {
+			c.Denied += float64(s.Value)
 		}
 	}
-	return out[0], out[1], nil
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i][0] < keys[j][0] || keys[i][0] == keys[j][0] && keys[i][1] < keys[j][1]
+	})
+	out := make([]ShadowCount, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, *byKey[k])
+	}
+	return out, nil
 }

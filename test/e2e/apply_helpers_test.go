@@ -50,11 +50,17 @@ func newEstate(ctx context.Context, t *testing.T, c *envconf.Config, prefix stri
 // file; the plan must have no blocked step.
 func planEstate(t *testing.T, c *envconf.Config, est *e2e.Estate, dir string, extra ...string) (string, *plan.Plan) {
 	t.Helper()
+	return planGraph(t, c, est, dir, est.Graph(), extra...)
+}
+
+// planGraph is planEstate from another recorded graph.
+func planGraph(t *testing.T, c *envconf.Config, est *e2e.Estate, dir, recorded string, extra ...string) (string, *plan.Plan) {
+	t.Helper()
 	graph := filepath.Join(dir, "traffic.yaml")
-	if err := os.WriteFile(graph, []byte(est.Graph()), 0o644); err != nil {
+	if err := os.WriteFile(graph, []byte(recorded), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"plan", "-n", est.Front + "," + est.Back, "--traffic-file", graph, "-o", "yaml"}, extra...)
+	args := append([]string{"plan", "-n", est.Front + "," + est.Back, "--traffic-file", graph, "-o", "yaml", "--min-verify-window", "5s"}, extra...)
 	out, stderr, code := meshmigrate(t, c, args...)
 	if code != 0 {
 		t.Fatalf("plan: exit %d\nstderr: %s\nplan: %s", code, stderr, out)
@@ -73,11 +79,25 @@ func planEstate(t *testing.T, c *envconf.Config, est *e2e.Estate, dir string, ex
 
 // telemetry starts the sidecar-telemetry stand-in with series and a real
 // Prometheus scraping it, stopped when the test ends.
-func telemetry(ctx context.Context, t *testing.T, series ...e2e.Series) (*e2e.Exporter, *e2e.Prometheus) {
+func telemetry(ctx context.Context, t *testing.T, c *envconf.Config, series ...e2e.Series) (*e2e.Exporter, *e2e.Prometheus) {
 	t.Helper()
 	exp, err := e2e.StartExporter()
 	if err != nil {
 		t.Fatal(err)
+	}
+	kube := kubernetes.NewForConfigOrDie(c.Client().RESTConfig())
+	exp.Pods = func(ns, app string) []string {
+		list, err := kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			return nil
+		}
+		var names []string
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				names = append(names, p.Name)
+			}
+		}
+		return names
 	}
 	exp.Report(series...)
 	prom, err := e2e.StartPrometheus(ctx, t.TempDir(), exp.Addr, false)

@@ -63,7 +63,7 @@ func TestApplyMigration(t *testing.T) {
 		Setup(func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
 			installApplyRole(ctx, t, c)
 			est = newEstate(ctx, t, c, "mig", 0)
-			_, prom = telemetry(ctx, t, est.Series()...)
+			_, prom = telemetry(ctx, t, c, est.Series()...)
 			file, p = planEstate(t, c, est, t.TempDir())
 			before = touched(ctx, t, c, est.Front, est.Back)
 			return ctx
@@ -330,7 +330,7 @@ func TestApplyVerifyGate(t *testing.T) {
 		Assess("plaintext blocks STRICT until it stops", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
 			est := newEstate(ctx, t, c, "verify", 0)
 			plain := e2e.Edge("istio_requests_total", "", est.Back+"/api", "none", 3)
-			exp, prom := telemetry(ctx, t, append(est.Series(), plain)...)
+			exp, prom := telemetry(ctx, t, c, append(est.Series(), plain)...)
 			file, _ := planEstate(t, c, est, t.TempDir())
 
 			if out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--yes", "--through", "permissive"); code != 0 {

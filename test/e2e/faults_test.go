@@ -23,7 +23,7 @@ func TestApplyThroughAPIFaults(t *testing.T) {
 	f := features.New("apply converges through API faults").
 		Assess("429, 500, 409 and dropped responses", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
 			est := newEstate(ctx, t, c, "faults", 0)
-			_, prom := telemetry(ctx, t, est.Series()...)
+			_, prom := telemetry(ctx, t, c, est.Series()...)
 			file, p := planEstate(t, c, est, t.TempDir())
 			proxy, err := e2e.StartFaultProxy(c.Client().RESTConfig(), 3)
 			if err != nil {

@@ -1,0 +1,155 @@
+package phases
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+// CheckpointError is a checkpoint the tool refuses to use: unreadable,
+// copied from another namespace, or holding what this tool never writes.
+// Anyone who may write ConfigMaps in a namespace may edit its checkpoint,
+// so it is untrusted input: apply and rollback refuse it before changing
+// anything, and status shows it against its namespace.
+type CheckpointError struct {
+	Namespace string
+	msg       string
+}
+
+func (e *CheckpointError) Error() string { return e.msg }
+
+func badCheckpoint(ns, format string, args ...any) *CheckpointError {
+	return &CheckpointError{Namespace: ns, msg: fmt.Sprintf(format, args...)}
+}
+
+// edited says what an edited checkpoint means and what to do about it.
+func edited(ns, what, why string) *CheckpointError {
+	return badCheckpoint(ns, "checkpoint %s in namespace %s holds %s that this tool never writes (%s): "+
+		"a record may only touch namespace %s and the kinds a plan produces; the checkpoint was edited by someone: nothing was applied or rolled back; "+
+		"inspect it (kubectl get configmap %s -n %s -o yaml) and delete the bad record or the checkpoint (its undo records are then lost)",
+		CheckpointName, ns, what, why, ns, CheckpointName, ns)
+}
+
+var (
+	phaseStates  = []string{"", StateRunning, StateDone, StateStopped, StateSkipped}
+	recordStates = []string{StateStarted, StateDone}
+)
+
+// validate checks the whole checkpoint, so that a bad record is refused
+// before the first undo rather than halfway through a rollback.
+func (c *Checkpoint) validate() error {
+	seen := map[string]bool{}
+	for i, p := range c.Phases {
+		what := fmt.Sprintf("phase entry %d (%q, state %q)", i, p.Name, p.State)
+		switch {
+		case !slices.Contains(plan.Phases, p.Name):
+			return edited(c.Namespace, what, fmt.Sprintf("unknown phase, want one of %s", strings.Join(plan.Phases, ", ")))
+		case seen[p.Name]:
+			return edited(c.Namespace, what, "the phase is listed twice")
+		case !slices.Contains(phaseStates, p.State):
+			return edited(c.Namespace, what, fmt.Sprintf("unknown state, want one of %s", strings.Join(phaseStates[1:], ", ")))
+		}
+		seen[p.Name] = true
+	}
+	// calledBy and callees name the namespaces rollback reads to judge
+	// who relies on whom: namespace names, nothing else.
+	for _, ns := range append(append([]string{}, c.CalledBy...), c.Callees...) {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return edited(c.Namespace, fmt.Sprintf("calledBy/callees entry %q", ns), "not a namespace name: "+strings.Join(errs, "; "))
+		}
+	}
+	seqs := map[int]bool{}
+	for _, r := range c.Records {
+		if err := checkRecord(c.Namespace, r); err != nil {
+			return err
+		}
+		if seqs[r.Seq] {
+			return edited(c.Namespace, recordName(r), "another record has the same seq")
+		}
+		seqs[r.Seq] = true
+	}
+	return nil
+}
+
+func recordName(r Record) string {
+	return fmt.Sprintf("record %d (%s %s %s)", r.Seq, r.Phase, r.Action, r.Target)
+}
+
+// checkRecord holds one undo record to what a plan's step in namespace ns
+// records: rollback writes what a record says, so a record outside these
+// rules would let whoever wrote it steer rollback to another namespace or
+// to objects no plan touches.
+func checkRecord(ns string, r Record) error {
+	bad := func(format string, args ...any) error {
+		return edited(ns, recordName(r), fmt.Sprintf(format, args...))
+	}
+	switch {
+	case r.Seq < 1:
+		return bad("seq must be positive")
+	case r.PlanID == "":
+		return bad("it names no plan")
+	case !slices.Contains(plan.Phases, r.Phase):
+		return bad("unknown phase %q, want one of %s", r.Phase, strings.Join(plan.Phases, ", "))
+	case r.Step < 0:
+		return bad("step %d is negative", r.Step)
+	case !slices.Contains(recordStates, r.State):
+		return bad("unknown state %q, want %s", r.State, strings.Join(recordStates, " or "))
+	}
+	u := r.Undo
+	switch r.Action {
+	case plan.ActionLabelNamespace, plan.ActionRestartWorkload, plan.ActionApply:
+	default:
+		return bad("unknown action %q", r.Action)
+	}
+	if err := plan.CheckTarget(r.Action, ns, r.Target); err != nil {
+		return bad("%v", err)
+	}
+	switch r.Action {
+	case plan.ActionLabelNamespace:
+		if len(u.Labels) == 0 {
+			return bad("it records no label")
+		}
+		for _, k := range slices.Sorted(maps.Keys(u.Labels)) {
+			if err := plan.CheckLabel(k, u.Labels[k]); err != nil {
+				return bad("%v", err)
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(u.After)) {
+			if _, ok := u.Labels[k]; !ok {
+				return bad("label %s has a value after the step but none before", k)
+			}
+			if err := plan.CheckLabel(k, u.After[k]); err != nil {
+				return bad("%v", err)
+			}
+		}
+	case plan.ActionRestartWorkload:
+		if u.APIVersion != "" && u.APIVersion != "apps/v1" {
+			return bad("apiVersion %q, want apps/v1", u.APIVersion)
+		}
+		if u.Set == "" {
+			return bad("it records no restartedAt value set")
+		}
+	case plan.ActionApply:
+		if err := plan.CheckPolicyAPIVersion(u.APIVersion); err != nil {
+			return bad("%v", err)
+		}
+		if u.Existed && u.Prior == nil {
+			return bad("the object existed but no prior object is recorded")
+		}
+		if u.Prior == nil {
+			return nil
+		}
+		if err := plan.CheckObject(ns, r.Target, u.Prior); err != nil {
+			return bad("its prior %v", err)
+		}
+		if v := u.Prior["apiVersion"]; v != u.APIVersion {
+			return bad("its prior object apiVersion %q, but the record's %q", v, u.APIVersion)
+		}
+	}
+	return nil
+}
