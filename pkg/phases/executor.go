@@ -1,0 +1,420 @@
+package phases
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
+)
+
+// Observer reads what the gates and the stale check judge.
+type Observer interface {
+	// Audit re-reads the namespaces and audits them, with the traffic
+	// since `since` (the zero time: without traffic).
+	Audit(ctx context.Context, namespaces []string, since time.Time) (*cluster.Snapshot, *audit.Report, error)
+	// ShadowDecisions returns the dry-run authorization decisions in ns
+	// since `since`, per pod and protocol; window describes it.
+	ShadowDecisions(ctx context.Context, ns string, since time.Time) (counts []traffic.ShadowCount, window string, err error)
+}
+
+// Dry-run modes (--dry-run).
+const (
+	DryRunNone   = "none"
+	DryRunClient = "client"
+	DryRunServer = "server"
+)
+
+// Options are what an apply run does.
+type Options struct {
+	// Namespaces restricts the run (empty: every namespace of the plan).
+	Namespaces []string
+	// Phase runs only that phase; Through runs every phase up to it.
+	Phase, Through string
+	DryRun         string
+	// Timeout bounds each rollout and each polled gate.
+	Timeout time.Duration
+	// Concurrency bounds the namespaces (and, within one, the rollouts)
+	// handled at once.
+	Concurrency int
+	// LockWait is how long to wait for another run's lock.
+	LockWait      time.Duration
+	LeaseDuration time.Duration
+	// VerifyWindow overrides the window the traffic gates read (zero:
+	// since the namespace and its callers were meshed, at most the plan's
+	// traffic window).
+	VerifyWindow time.Duration
+	// AllowShortWindow lets the traffic gates judge a window under the
+	// plan's minVerifyWindow (--allow-short-verify-window); each use is
+	// recorded in the checkpoint.
+	AllowShortWindow bool
+	// BreakDependents lets rollback remove a namespace's sidecars while
+	// namespaces it calls are STRICT (--break-dependents).
+	BreakDependents bool
+	// AcceptRestarts lets rollback pass over a workload restarted again
+	// since the plan restarted it (--accept-restarts).
+	AcceptRestarts bool
+	// Identity names this run in the lock and the checkpoint.
+	Identity string
+}
+
+// Executor applies plans and rolls them back.
+type Executor struct {
+	Cluster  *Cluster
+	Observer Observer
+	Out      io.Writer
+	Now      func() time.Time
+	Options  Options
+
+	outMu sync.Mutex
+	cpMu  sync.Mutex
+	cps   map[string]*Checkpoint
+	// peers is what each namespace's checkpoint said when the current
+	// wave-phase started: namespaces running concurrently read each
+	// other's progress from it, never from a checkpoint being written.
+	peers map[string]peer
+	// verified are the namespaces whose verify gate passed in this run.
+	verified map[string]bool
+	// inRun are the namespaces this run holds the locks of.
+	inRun map[string]bool
+}
+
+// peer is the progress of a namespace others depend on.
+type peer struct {
+	injected bool
+	meshedAt *time.Time
+}
+
+// snapshotPeers records every loaded checkpoint's progress (between
+// wave-phases, when no namespace is running).
+func (e *Executor) snapshotPeers() {
+	e.peers = map[string]peer{}
+	for ns, cp := range e.cps {
+		pr := peer{injected: cp.PhaseDone(plan.PhaseInject)}
+		if cp.MeshedAt != nil {
+			t := *cp.MeshedAt
+			pr.meshedAt = &t
+		}
+		e.peers[ns] = pr
+	}
+}
+
+// Stop is where a run stopped short: a gate did not pass or a step is
+// blocked. The checkpoint records it; re-running apply resumes there.
+type Stop struct {
+	Namespace string      `json:"namespace"`
+	Phase     string      `json:"phase"`
+	Reason    string      `json:"reason"`
+	Gate      *GateResult `json:"gate,omitempty"`
+}
+
+// Outcome is what a run did.
+type Outcome struct {
+	Changes int    `json:"changes"`
+	Stops   []Stop `json:"stops,omitempty"`
+	// Leftovers are what a rollback could not restore by itself, each with
+	// the command that does (pods that keep a sidecar).
+	Leftovers []string `json:"leftovers,omitempty"`
+	mu        sync.Mutex
+}
+
+func (o *Outcome) stop(s Stop) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.Stops = append(o.Stops, s)
+}
+
+func (o *Outcome) changed() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.Changes++
+}
+
+// StaleError lists how the cluster moved since the plan was made.
+type StaleError struct {
+	PlanID  string
+	Changes []string
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("plan %s is stale: the cluster changed since it was made:\n  %s\nmake a new plan (kubectl meshmigrate plan) and review it", e.PlanID, strings.Join(e.Changes, "\n  "))
+}
+
+// Preview is what Prepare found: the namespaces to run, in order, and
+// those a run of this plan already started.
+type Preview struct {
+	Namespaces []string
+	Phases     []string
+	Resuming   []string
+	// Pending counts the changes left to make in the selection.
+	Pending int
+}
+
+func (e *Executor) now() time.Time { return e.Now().UTC() }
+
+func (e *Executor) logf(ns, format string, args ...any) {
+	e.outMu.Lock()
+	defer e.outMu.Unlock()
+	fmt.Fprintf(e.Out, "%s: %s\n", ns, fmt.Sprintf(format, args...))
+}
+
+// selection returns the namespaces (in wave order) and phases to run.
+func (e *Executor) selection(p *plan.Plan) ([]string, []string, error) {
+	phases := plan.Phases
+	switch o := e.Options; {
+	case o.Phase != "" && o.Through != "":
+		return nil, nil, errors.New("--phase and --through exclude each other")
+	case o.Phase != "":
+		i := phaseIndex(o.Phase)
+		if i == len(plan.Phases) {
+			return nil, nil, fmt.Errorf("--phase %q: want one of %s", o.Phase, strings.Join(plan.Phases, ", "))
+		}
+		phases = plan.Phases[i : i+1]
+	case o.Through != "":
+		i := phaseIndex(o.Through)
+		if i == len(plan.Phases) {
+			return nil, nil, fmt.Errorf("--through %q: want one of %s", o.Through, strings.Join(plan.Phases, ", "))
+		}
+		phases = plan.Phases[:i+1]
+	}
+	want := map[string]bool{}
+	for _, ns := range e.Options.Namespaces {
+		if _, ok := p.Namespace(ns); !ok {
+			var names []string
+			for _, n := range p.Namespaces {
+				names = append(names, n.Name)
+			}
+			return nil, nil, fmt.Errorf("namespace %s is not in plan %s (it holds %s)", ns, p.ID, strings.Join(names, ", "))
+		}
+		want[ns] = true
+	}
+	var out []string
+	for _, w := range p.Waves {
+		for _, ns := range w.Namespaces {
+			if len(want) == 0 || want[ns] {
+				out = append(out, ns)
+			}
+		}
+	}
+	return out, phases, nil
+}
+
+// Prepare checks, before anything changes, that the plan is for this
+// cluster and still matches it, and loads the checkpoints. A namespace this
+// plan already changed is judged by its checkpoint instead: its state moved
+// because of the plan itself.
+func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) {
+	names, phases, err := e.selection(p)
+	if err != nil {
+		return nil, err
+	}
+	if w, floor := e.Options.VerifyWindow, p.VerifyFloor(); w > 0 && w < floor && !e.Options.AllowShortWindow {
+		return nil, fmt.Errorf("--verify-window %s is under plan %s's minimum of %s (options.minVerifyWindow): over a shorter window one request can pass a gate; use a longer window, re-plan with --min-verify-window, or pass --allow-short-verify-window (recorded in the checkpoint)", w, p.ID, floor)
+	}
+	snap, report, err := e.Observer.Audit(ctx, names, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.ForCluster(snap.ClusterUID, snap.Server); err != nil {
+		return nil, err
+	}
+	pv := &Preview{Namespaces: names, Phases: phases}
+	e.cps = map[string]*Checkpoint{}
+	for _, ns := range names {
+		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return nil, err
+		}
+		e.cps[ns] = cp
+		if cp.Started(p.ID) {
+			pv.Resuming = append(pv.Resuming, ns)
+		}
+		pn, _ := p.Namespace(ns)
+		for _, ph := range pn.Phases {
+			if !slices.Contains(phases, ph.Name) {
+				continue
+			}
+			for i, st := range ph.Steps {
+				if r := cp.Record(p.ID, ph.Name, i); r != nil && r.State == StateDone {
+					continue
+				}
+				if st.Status == plan.StatusPending && st.Action != plan.ActionReport && st.Action != plan.ActionGate {
+					pv.Pending++
+				}
+			}
+		}
+	}
+	// The callers of the selected namespaces, when left out of the run,
+	// are judged by their checkpoints (read only).
+	for _, ns := range names {
+		pn, _ := p.Namespace(ns)
+		for _, caller := range pn.CalledBy {
+			if _, ok := e.cps[caller]; ok {
+				continue
+			}
+			cp, err := e.Cluster.LoadCheckpoint(ctx, caller)
+			if err != nil {
+				return nil, err
+			}
+			e.cps[caller] = cp
+		}
+	}
+	if changes := e.staleness(p, snap, report, names); len(changes) > 0 {
+		return nil, &StaleError{PlanID: p.ID, Changes: changes}
+	}
+	return pv, nil
+}
+
+// staleness lists how the selected namespaces moved away from plan p. A
+// namespace whose checkpoint follows a newer plan is stale for p outright.
+// One this plan already changed is checked for every change the plan did
+// not make itself (its checkpoint's records say which it made).
+func (e *Executor) staleness(p *plan.Plan, snap *cluster.Snapshot, report *audit.Report, names []string) []string {
+	var out []string
+	made := map[string]plan.Made{}
+	for _, ns := range names {
+		cp := e.cps[ns]
+		if why := cp.NewerPlan(p); why != "" {
+			out = append(out, "namespace "+ns+": "+why)
+		}
+		if cp.Started(p.ID) {
+			made[ns] = cp.Made(p.ID)
+		}
+	}
+	return append(out, p.ChangesSince(snap, report, names, made)...)
+}
+
+// Apply runs the selected phases, wave by wave and, within a wave, phase
+// by phase across its namespaces, so namespaces that call each other in a
+// cycle are all meshed before any of them is verified. It stops after the
+// first wave-phase where a gate did not pass or a step is blocked.
+func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outcome, error) {
+	out := &Outcome{}
+	e.inRun = map[string]bool{}
+	for _, ns := range pv.Namespaces {
+		e.inRun[ns] = true
+	}
+	if !e.dry() {
+		runCtx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		locks, err := e.Cluster.AcquireAll(runCtx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
+		if err != nil {
+			return nil, err
+		}
+		for _, lk := range locks.Held() {
+			if lk.TookOver != "" {
+				e.logf(lk.ns, "took over the expired lock of %q (that run stopped without releasing it)", lk.TookOver)
+			}
+		}
+		defer func() {
+			if err := locks.Release(context.WithoutCancel(ctx)); err != nil {
+				e.logf(strings.Join(pv.Namespaces, ","), "warning: %v", err)
+			}
+		}()
+		ctx = runCtx
+		if err := e.reload(ctx, p, pv); err != nil {
+			return nil, err
+		}
+	}
+	byWave := map[int][]string{}
+	var waves []int
+	for _, ns := range pv.Namespaces {
+		pn, _ := p.Namespace(ns)
+		if byWave[pn.Wave] == nil {
+			waves = append(waves, pn.Wave)
+		}
+		byWave[pn.Wave] = append(byWave[pn.Wave], ns)
+	}
+	sort.Ints(waves)
+	for _, w := range waves {
+		for _, phase := range pv.Phases {
+			e.snapshotPeers()
+			g, gctx := errgroup.WithContext(ctx)
+			g.SetLimit(max(1, e.Options.Concurrency))
+			for _, ns := range byWave[w] {
+				g.Go(func() error { return e.runPhase(gctx, p, ns, phase, out) })
+			}
+			if err := g.Wait(); err != nil {
+				if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+					err = fmt.Errorf("%w (%v)", err, cause)
+				}
+				return out, err
+			}
+			if len(out.Stops) > 0 {
+				sort.Slice(out.Stops, func(i, j int) bool { return out.Stops[i].Namespace < out.Stops[j].Namespace })
+				return out, nil
+			}
+		}
+	}
+	return out, nil
+}
+
+// reload reads the checkpoints again once the locks are held, and checks
+// again that the namespaces this plan has not started still match it:
+// while this run waited for a lock (or for its confirmation) another run
+// may have changed them.
+func (e *Executor) reload(ctx context.Context, p *plan.Plan, pv *Preview) error {
+	for _, ns := range pv.Namespaces {
+		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return err
+		}
+		e.cps[ns] = cp
+	}
+	snap, report, err := e.Observer.Audit(ctx, pv.Namespaces, time.Time{})
+	if err != nil {
+		return err
+	}
+	if changes := e.staleness(p, snap, report, pv.Namespaces); len(changes) > 0 {
+		return &StaleError{PlanID: p.ID, Changes: changes}
+	}
+	for _, ns := range pv.Namespaces {
+		e.cps[ns].ForPlan(p)
+	}
+	return nil
+}
+
+// save writes ns's checkpoint (serialized: one writer per namespace).
+func (e *Executor) save(ctx context.Context, ns string) error {
+	if e.dry() {
+		return nil
+	}
+	e.cpMu.Lock()
+	cp := e.cps[ns]
+	e.cpMu.Unlock()
+	// A cancelled run (Ctrl-C) still records what it did.
+	if err := e.Cluster.SaveCheckpoint(context.WithoutCancel(ctx), cp, e.Options.Identity, e.now()); err != nil {
+		return err
+	}
+	if w := cp.sizeWarning(); w != "" {
+		e.logf(ns, "warning: %s", w)
+	}
+	return nil
+}
+
+func (e *Executor) dry() bool { return e.Options.DryRun != "" && e.Options.DryRun != DryRunNone }
+
+func stamp(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

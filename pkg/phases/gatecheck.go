@@ -1,0 +1,239 @@
+package phases
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
+)
+
+// phaseGate evaluates a phase's gate. The sidecar and policy gates wait (up
+// to the timeout) for the cluster to settle; the traffic gate is judged
+// once, on the window since the namespace and its callers were meshed.
+func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespace, phase string, gate *plan.Gate, steps []plan.Step) (GateResult, error) {
+	ns := pn.Name
+	switch gate.Name {
+	case plan.GateNoPlaintext:
+		since := e.verifySince(p, pn)
+		if short, err := e.shortWindow(ctx, p, ns, gate.Name, since); err != nil || short {
+			return ShortWindowGate(gate.Name, e.now().Sub(since), p.VerifyFloor(), since, "when the namespace or a caller it waits for was meshed, or --verify-window", e.now()), err
+		}
+		_, r, err := e.Observer.Audit(ctx, []string{ns}, since)
+		if err != nil {
+			return GateResult{}, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
+		}
+		return VerifyGate(namespaceOf(r, ns), Expect{Callers: gate.Callers, Inbound: gate.Inbound}, e.now()), nil
+	case plan.GateSidecars, plan.GatePinned:
+		stayOut := map[string]bool{}
+		for _, st := range steps {
+			if st.Status == plan.StatusSkipped {
+				stayOut[st.Target] = true
+			}
+		}
+		deadline := time.Now().Add(e.Options.Timeout)
+		for {
+			_, r, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
+			if err != nil {
+				return GateResult{}, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
+			}
+			nr := namespaceOf(r, ns)
+			var g GateResult
+			switch {
+			case gate.Name == plan.GateSidecars:
+				g = SidecarsGate(nr, stayOut, e.now())
+			case phase == plan.PhaseStrict:
+				g = PinnedGate(nr, cluster.ModeStrict, e.now())
+			default:
+				g = PinnedGate(nr, cluster.ModePermissive, e.now())
+			}
+			if g.Result == GatePassed || time.Now().After(deadline) {
+				return g, nil
+			}
+			select {
+			case <-ctx.Done():
+				return GateResult{}, ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+	return GateResult{}, fmt.Errorf("the plan names gate %q, which this version does not know: use the version that made the plan", gate.Name)
+}
+
+// effectCheck is the check apply makes after a phase the plan gives no
+// gate: that the PeerAuthentication it applied is the one in force, with
+// its mode (a second namespace-wide policy that is older would win).
+func effectCheck(phase string) *plan.Gate {
+	switch phase {
+	case plan.PhasePermissive, plan.PhaseStrict:
+		return &plan.Gate{Name: plan.GatePinned, Description: "the namespace's PeerAuthentication decides its mode, " + strings.ToUpper(phase)}
+	}
+	return nil
+}
+
+func namespaceOf(r *audit.Report, ns string) *audit.NamespaceReport {
+	for i := range r.Namespaces {
+		if r.Namespaces[i].Name == ns {
+			return &r.Namespaces[i]
+		}
+	}
+	return &audit.NamespaceReport{Name: ns}
+}
+
+// verifySince is where the verify window starts: plaintext seen before the
+// namespace and the callers the plan meshes were meshed says nothing about
+// now. It is never earlier than the plan's own window.
+func (e *Executor) verifySince(p *plan.Plan, pn *plan.Namespace) time.Time {
+	now := e.now()
+	if e.Options.VerifyWindow > 0 {
+		return now.Add(-e.Options.VerifyWindow)
+	}
+	window := 24 * time.Hour
+	if p.Traffic != nil {
+		if d, err := time.ParseDuration(p.Traffic.Window); err == nil && d > 0 {
+			window = d
+		} else if !p.Traffic.Start.IsZero() {
+			window = p.Traffic.End.Sub(p.Traffic.Start)
+		}
+	}
+	since := now.Add(-window)
+	for _, ns := range append([]string{pn.Name}, pn.CalledBy...) {
+		if m := e.peers[ns].meshedAt; m != nil && m.After(since) {
+			since = *m
+		}
+	}
+	return since
+}
+
+// shortWindow tells whether a traffic gate's window, since `since`, is
+// under the plan's floor and so cannot be judged. A window that reaches
+// the floor within --timeout is waited for. With
+// --allow-short-verify-window it is judged anyway, and the checkpoint
+// records that it was.
+func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate string, since time.Time) (bool, error) {
+	window, floor := e.now().Sub(since), p.VerifyFloor()
+	switch {
+	case window >= floor:
+		return false, nil
+	case e.Options.AllowShortWindow:
+		note := fmt.Sprintf("%s gate %s judged over %s, under the plan's minimum of %s: --allow-short-verify-window by %s", e.now().Format(time.RFC3339), gate, window.Round(time.Second), floor, e.Options.Identity)
+		e.logf(ns, "warning: %s", note)
+		cp := e.cps[ns]
+		cp.Overrides = append(cp.Overrides, note)
+		return false, nil
+	case floor-window > e.Options.Timeout:
+		return true, nil
+	}
+	wait := floor - window
+	e.logf(ns, "gate %s: waiting %s for its window to reach the plan's minimum of %s", gate, wait.Round(time.Second), floor)
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(wait):
+	}
+	return false, nil
+}
+
+// shadowGate evaluates the authz phase's no-shadow-denials gate over the
+// window since the dry-run policies before it were applied (also with
+// --verify-window: decisions made before them say nothing), per workload:
+// each workload an ALLOW policy covers must have been judged.
+func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase string, idx int) (*GateResult, error) {
+	if e.dry() {
+		e.logf(ns, "%s: gate %s would be checked here", phase, plan.GateNoShadowDenials)
+		return nil, nil
+	}
+	pn, _ := p.Namespace(ns)
+	ph, _ := pn.Phase(phase)
+	since := e.verifySince(p, pn)
+	for i := 0; i < idx; i++ {
+		if r := e.cps[ns].Record(p.ID, phase, i); r != nil && r.DoneAt != nil && r.DoneAt.After(since) {
+			since = *r.DoneAt
+		}
+	}
+	var g GateResult
+	if short, err := e.shortWindow(ctx, p, ns, plan.GateNoShadowDenials, since); err != nil {
+		return nil, err
+	} else if short {
+		g = ShortWindowGate(plan.GateNoShadowDenials, e.now().Sub(since), p.VerifyFloor(), since, "when the dry-run policies were applied", e.now())
+		return &g, nil
+	}
+	counts, window, err := e.Observer.ShadowDecisions(ctx, ns, since)
+	if err != nil {
+		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
+	}
+	snap, _, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
+	}
+	tallies, covered := shadowTallies(snap, ns, counts, p, ph.Steps[:idx])
+	g = ShadowGate(tallies, covered, window, e.now())
+	if g.Result == GatePassed {
+		e.logf(ns, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+		rec := e.cps[ns].Phase(phase)
+		rec.Gate = &g
+	}
+	return &g, nil
+}
+
+// shadowTallies sums the dry-run decisions by workload (a pod gone since is
+// its own entry), and lists the workloads the ALLOW policies among steps
+// select: those the gate must see judged.
+func shadowTallies(snap *cluster.Snapshot, ns string, counts []traffic.ShadowCount, p *plan.Plan, steps []plan.Step) (map[string]ShadowTally, []string) {
+	owner := map[string]string{}
+	for _, pod := range snap.Pods {
+		if pod.Namespace == ns {
+			owner[pod.Name] = pod.Owner.String()
+		}
+	}
+	tallies := map[string]ShadowTally{}
+	for _, c := range counts {
+		w, ok := owner[c.Pod]
+		if !ok {
+			w = "pod " + c.Pod
+		}
+		t := tallies[w]
+		t.Denied, t.Decisions = t.Denied+c.Denied, t.Decisions+c.Decisions
+		if !slices.Contains(t.Protocols, c.Protocol) {
+			t.Protocols = append(t.Protocols, c.Protocol)
+			sort.Strings(t.Protocols)
+		}
+		tallies[w] = t
+	}
+	covered := map[string]bool{}
+	for _, st := range steps {
+		if st.Action != plan.ActionApply || !strings.HasPrefix(st.Target, "AuthorizationPolicy/") {
+			continue
+		}
+		obj := p.Manifest(st)
+		sel, _, _ := unstructured.NestedStringMap(obj, "spec", "selector", "matchLabels")
+		action, _, _ := unstructured.NestedString(obj, "spec", "action")
+		if len(sel) == 0 || action != "" && action != "ALLOW" {
+			continue // the namespace-wide allow-nothing, or not an ALLOW
+		}
+		for _, pod := range snap.Pods {
+			if pod.Namespace == ns && pod.Phase != "Succeeded" && pod.Phase != "Failed" && matches(pod.Labels, sel) {
+				covered[pod.Owner.String()] = true
+			}
+		}
+	}
+	return tallies, slices.Sorted(maps.Keys(covered))
+}
+
+func matches(labels, sel map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
