@@ -9,13 +9,65 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
+
+// action is one kind of step: what it reads before it changes anything (the
+// undo record), the change, its reversal, and what a record of it may
+// hold. apply and rollback use the same types; actionFor is the one place
+// that tells the kinds apart.
+type action interface {
+	// capture reads what the step is about to change.
+	capture(ctx context.Context, e *Executor, s stepRef) (Undo, error)
+	// do makes the change; a restart returns the rollout to wait for.
+	do(ctx context.Context, e *Executor, s stepRef, rec *Record) (*rollout, error)
+	// undo reverts record r, only if the object is still as the step left
+	// it (a ConflictError otherwise).
+	undo(ctx context.Context, e *Executor, ns string, r Record) (*rollout, error)
+	// check tells whether r's undo record, in namespace ns, is one this
+	// action writes (the checkpoint is untrusted input).
+	check(ns string, r Record) error
+	// undoneLast is true for the changes rollback reverts after all others
+	// (restarts: once the injection labels are back, so the pods they
+	// roll come back as they were).
+	undoneLast() bool
+	// made adds what r changed to m (the staleness check of a resumed
+	// namespace).
+	made(r Record, m *plan.Made)
+}
+
+// actionFor returns the action of a step or record.
+func actionFor(name string) (action, error) {
+	switch name {
+	case plan.ActionLabelNamespace:
+		return labelAction{}, nil
+	case plan.ActionRestartWorkload:
+		return restartAction{}, nil
+	case plan.ActionApply:
+		return applyAction{}, nil
+	}
+	return nil, fmt.Errorf("unknown step action %q", name)
+}
+
+// stepRef is one step of the plan being applied.
+type stepRef struct {
+	p      *plan.Plan
+	ns     string
+	phase  string
+	idx    int
+	st     plan.Step
+	kind   string
+	name   string
+	target string
+}
+
+func newStepRef(p *plan.Plan, ns, phase string, idx int, st plan.Step) stepRef {
+	kind, name, _ := strings.Cut(st.Target, "/")
+	return stepRef{p: p, ns: ns, phase: phase, idx: idx, st: st, kind: kind, name: name, target: st.Target}
+}
 
 // rollout is a restarted workload to wait for.
 type rollout struct {
@@ -33,6 +85,11 @@ type rollout struct {
 // which makes the same change again (all of them are idempotent) and keeps
 // the first prior state.
 func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, idx int, st plan.Step, out *Outcome) (*rollout, error) {
+	act, err := actionFor(st.Action)
+	if err != nil {
+		return nil, err
+	}
+	s := newStepRef(p, ns, phase, idx, st)
 	cp := e.cps[ns]
 	rec := cp.Record(p.ID, phase, idx)
 	if rec != nil && (rec.Action != st.Action || rec.Target != st.Target) {
@@ -43,12 +100,12 @@ func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, 
 			ns, rec.Seq, rec.Action, rec.Target, idx, phase, st.Action, st.Target, p.ID, CheckpointName, ns)
 	}
 	if rec != nil && rec.State == StateDone {
-		e.logf(ns, "%s: %s %s: done by an earlier run", phase, st.Action, st.Target)
+		e.emit(Event{Type: EventStepSkipped, Namespace: ns, Phase: phase, Action: st.Action, Target: st.Target,
+			Message: fmt.Sprintf("%s: %s %s: done by an earlier run", phase, st.Action, st.Target)})
 		return nil, nil
 	}
-	kind, name, _ := strings.Cut(st.Target, "/")
 	if rec == nil {
-		undo, err := e.capture(ctx, p, ns, st, kind, name)
+		undo, err := act.capture(ctx, e, s)
 		if err != nil {
 			return nil, err
 		}
@@ -63,54 +120,11 @@ func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, 
 			rec = &Record{Undo: undo}
 		}
 	}
-	var r *rollout
-	switch st.Action {
-	case plan.ActionLabelNamespace:
-		if err := e.labelNamespace(ctx, ns, st); err != nil {
-			return nil, err
-		}
-		e.logf(ns, "%s: labelled %s%s", phase, labelList(st.Labels, st.Remove), e.dryNote())
-	case plan.ActionRestartWorkload:
-		gvr, err := resourceFor("apps/v1", kind)
-		if err != nil {
-			return nil, err
-		}
-		// An apply of the annotation alone would try to create a deleted
-		// workload: say what happened instead.
-		if cur, err := e.Cluster.get(ctx, gvr, ns, name); err != nil {
-			return nil, err
-		} else if cur == nil {
-			return nil, fmt.Errorf("%s no longer exists (deleted since the plan was made): make a new plan", st.Target)
-		}
-		obj := map[string]any{"apiVersion": "apps/v1", "kind": kind, "metadata": map[string]any{"name": name, "namespace": ns},
-			"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationRestartedAt: rec.Undo.Set}}}}}
-		if _, err := e.Cluster.apply(ctx, gvr, ns, obj); err != nil {
-			return nil, fmt.Errorf("restart %s: %w", st.Target, err)
-		}
-		e.logf(ns, "%s: restarted %s%s", phase, st.Target, e.dryNote())
-		if !e.dry() {
-			r = &rollout{ns: ns, target: st.Target, what: phase, gvr: gvr, seq: rec.Seq}
-		}
-	case plan.ActionApply:
-		obj := p.Manifest(st)
-		gvr, err := resourceFor(fmt.Sprint(obj["apiVersion"]), kind)
-		if err != nil {
-			return nil, err
-		}
-		written, err := e.Cluster.apply(ctx, gvr, ns, obj)
-		if err != nil {
-			return nil, fmt.Errorf("apply %s: %w", st.Target, err)
-		}
-		rec.Undo.UID, rec.Undo.Digest = string(written.GetUID()), Digest(written.Object)
-		e.logf(ns, "%s: applied %s%s", phase, st.Target, e.dryNote())
-	default:
-		return nil, fmt.Errorf("unknown step action %q", st.Action)
+	r, err := act.do(ctx, e, s, rec)
+	if err != nil {
+		return nil, err
 	}
 	out.changed()
-	if st.Action == plan.ActionLabelNamespace {
-		t := e.now()
-		cp.MeshedAt = &t
-	}
 	if r != nil || e.dry() {
 		return r, nil // a restart is done once its rollout is
 	}
@@ -119,7 +133,7 @@ func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, 
 
 func (e *Executor) dryNote() string {
 	if e.dry() {
-		return " (dry run: " + e.Options.DryRun + ")"
+		return " (dry run: " + string(e.Options.DryRun) + ")"
 	}
 	return ""
 }
@@ -138,61 +152,14 @@ func (e *Executor) markDone(ctx context.Context, ns string, seq int) error {
 	return fmt.Errorf("checkpoint of %s lost record %d", ns, seq)
 }
 
-// capture reads what the step is about to change.
-func (e *Executor) capture(ctx context.Context, p *plan.Plan, ns string, st plan.Step, kind, name string) (Undo, error) {
-	switch st.Action {
-	case plan.ActionLabelNamespace:
-		obj, err := e.Cluster.get(ctx, kinds["Namespace"], "", ns)
-		if err != nil || obj == nil {
-			return Undo{}, fmt.Errorf("read namespace %s: %w", ns, orNotFound(err, "namespace "+ns))
-		}
-		cur := obj.GetLabels()
-		u := Undo{Existed: true, Labels: map[string]*string{}, After: map[string]*string{}}
-		for _, k := range append(slices.Sorted(maps.Keys(st.Labels)), st.Remove...) {
-			u.Labels[k], u.After[k] = nil, nil
-			if v, ok := cur[k]; ok {
-				u.Labels[k] = &v
-			}
-			if v, ok := st.Labels[k]; ok {
-				u.After[k] = &v
-			}
-		}
-		return u, nil
-	case plan.ActionRestartWorkload:
-		gvr, err := resourceFor("apps/v1", kind)
-		if err != nil {
-			return Undo{}, err
-		}
-		obj, err := e.Cluster.get(ctx, gvr, ns, name)
-		if err != nil || obj == nil {
-			return Undo{}, fmt.Errorf("read %s: %w", st.Target, orNotFound(err, st.Target))
-		}
-		u := Undo{Existed: true, APIVersion: "apps/v1", Set: e.now().Format(time.RFC3339)}
-		if v, ok, _ := unstructured.NestedString(obj.Object, "spec", "template", "metadata", "annotations", AnnotationRestartedAt); ok {
-			u.RestartedAt = &v
-		}
-		return u, nil
-	case plan.ActionApply:
-		obj := p.Manifest(st)
-		apiVersion := fmt.Sprint(obj["apiVersion"])
-		gvr, err := resourceFor(apiVersion, kind)
-		if err != nil {
-			return Undo{}, err
-		}
-		cur, err := e.Cluster.get(ctx, gvr, ns, name)
-		if err != nil {
-			return Undo{}, fmt.Errorf("read %s: %w", st.Target, err)
-		}
-		u := Undo{APIVersion: apiVersion}
-		if cur != nil {
-			u.Existed, u.Prior = true, Clean(cur.Object)
-			if err := captureOwnership(&u, ns, st.Target, cur); err != nil {
-				return Undo{}, err
-			}
-		}
-		return u, nil
-	}
-	return Undo{}, fmt.Errorf("unknown step action %q", st.Action)
+func (e *Executor) stepDone(s stepRef, format string, args ...any) {
+	e.emit(Event{Type: EventStepDone, Namespace: s.ns, Phase: s.phase, Action: s.st.Action, Target: s.target,
+		Message: fmt.Sprintf("%s: ", s.phase) + fmt.Sprintf(format, args...) + e.dryNote()})
+}
+
+func (e *Executor) undone(ns string, r Record, format string, args ...any) {
+	e.emit(Event{Type: EventUndone, Namespace: ns, Phase: r.Phase, Action: r.Action, Target: r.Target,
+		Message: "rollback: " + fmt.Sprintf(format, args...) + e.dryNote()})
 }
 
 func orNotFound(err error, what string) error {
@@ -232,39 +199,6 @@ func Digest(obj map[string]any) string {
 	b, _ := json.Marshal([]any{md["labels"], md["annotations"], obj["spec"]})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
-}
-
-// labelNamespace sets the step's labels (server-side apply) and removes the
-// ones it removes (a conditional JSON patch: see patchLabels).
-//
-// The new label goes on before the old one comes off: with both present
-// istio-injection decides and pods are still injected, whereas a failure
-// between the two writes in the other order would leave the namespace
-// selecting no injector, and every pod created until a resume would start
-// without a sidecar.
-func (e *Executor) labelNamespace(ctx context.Context, ns string, st plan.Step) error {
-	if len(st.Labels) > 0 {
-		labels := map[string]any{}
-		for k, v := range st.Labels {
-			labels[k] = v
-		}
-		obj := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns, "labels": labels}}
-		if _, err := e.Cluster.apply(ctx, kinds["Namespace"], "", obj); err != nil {
-			return fmt.Errorf("label namespace %s: %w", ns, err)
-		}
-	}
-	if len(st.Remove) == 0 {
-		return nil
-	}
-	obj, err := e.Cluster.get(ctx, kinds["Namespace"], "", ns)
-	if err != nil || obj == nil {
-		return fmt.Errorf("read namespace %s: %w", ns, orNotFound(err, "namespace "+ns))
-	}
-	remove := map[string]*string{}
-	for _, k := range st.Remove {
-		remove[k] = nil
-	}
-	return e.Cluster.patchLabels(ctx, ns, obj.GetLabels(), remove)
 }
 
 func labelList(set map[string]string, remove []string) string {

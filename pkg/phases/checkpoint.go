@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -263,19 +262,8 @@ func (c *Checkpoint) NewerPlan(p *plan.Plan) string {
 func (c *Checkpoint) Made(planID string) plan.Made {
 	m := plan.Made{Labels: map[string]bool{}, Objects: map[string]bool{}}
 	for _, r := range c.Records {
-		if r.PlanID != planID {
-			continue
-		}
-		switch r.Action {
-		case plan.ActionLabelNamespace:
-			for k := range r.Undo.Labels {
-				m.Labels[k] = true
-			}
-			m.Injected = true
-		case plan.ActionRestartWorkload:
-			m.Injected = true
-		case plan.ActionApply:
-			m.Objects[strings.ToLower(r.Target)] = true
+		if act, err := actionFor(r.Action); err == nil && r.PlanID == planID {
+			act.made(r, &m)
 		}
 	}
 	return m
@@ -308,7 +296,7 @@ func UndoOrder(records []Record, to string) []Record {
 		if phaseIndex(r.Phase) <= keep {
 			continue
 		}
-		if r.Action == plan.ActionRestartWorkload {
+		if act, err := actionFor(r.Action); err == nil && act.undoneLast() {
 			restarts = append(restarts, r)
 		} else {
 			changes = append(changes, r)

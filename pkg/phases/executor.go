@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"k8s.io/utils/clock"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
@@ -73,9 +72,11 @@ type Options struct {
 type Executor struct {
 	Cluster  *Cluster
 	Observer Observer
-	Out      io.Writer
-	Now      func() time.Time
-	Options  Options
+	// Events receives what the run does, one event at a time (nil: none).
+	Events func(Event)
+	// Clock times the run: its records, windows and every wait.
+	Clock   clock.Clock
+	Options Options
 
 	outMu sync.Mutex
 	cpMu  sync.Mutex
@@ -161,13 +162,13 @@ type Preview struct {
 	Pending int
 }
 
-func (e *Executor) now() time.Time { return e.Now().UTC() }
+func (e *Executor) now() time.Time { return e.Clock.Now().UTC() }
 
-func (e *Executor) logf(ns, format string, args ...any) {
-	e.outMu.Lock()
-	defer e.outMu.Unlock()
-	fmt.Fprintf(e.Out, "%s: %s\n", ns, fmt.Sprintf(format, args...))
+func (e *Executor) gateEvent(ns, phase string, g GateResult, format string, args ...any) {
+	e.emit(Event{Type: EventGate, Namespace: ns, Phase: phase, Gate: &g, Message: fmt.Sprintf(format, args...)})
 }
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
 // selection returns the namespaces (in wave order) and phases to run.
 func (e *Executor) selection(p *plan.Plan) ([]string, []string, error) {
@@ -240,19 +241,10 @@ func (e *Executor) Prepare(ctx context.Context, p *plan.Plan) (*Preview, error) 
 		if cp.Started(p.ID) {
 			pv.Resuming = append(pv.Resuming, ns)
 		}
-		pn, _ := p.Namespace(ns)
-		for _, ph := range pn.Phases {
-			if !slices.Contains(phases, ph.Name) {
-				continue
-			}
-			for i, st := range ph.Steps {
-				if r := cp.Record(p.ID, ph.Name, i); r != nil && r.State == StateDone {
-					continue
-				}
-				if st.Status == plan.StatusPending && st.Action != plan.ActionReport && st.Action != plan.ActionGate {
-					pv.Pending++
-				}
-			}
+	}
+	for _, t := range BuildQueue(p, names, phases, e.cps) {
+		if t.Kind == TaskChange && !t.Done {
+			pv.Pending++
 		}
 	}
 	// The callers of the selected namespaces, when left out of the run,
@@ -308,18 +300,18 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		locks, err := e.Cluster.AcquireAll(runCtx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
+		locks, err := e.Cluster.AcquireAll(runCtx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Clock.Now, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
 		}
 		for _, lk := range locks.Held() {
 			if lk.TookOver != "" {
-				e.logf(lk.ns, "took over the expired lock of %q (that run stopped without releasing it)", lk.TookOver)
+				e.emit(Event{Type: EventLock, Namespace: lk.ns, Message: fmt.Sprintf("took over the expired lock of %q (that run stopped without releasing it)", lk.TookOver)})
 			}
 		}
 		defer func() {
 			if err := locks.Release(context.WithoutCancel(ctx)); err != nil {
-				e.logf(strings.Join(pv.Namespaces, ","), "warning: %v", err)
+				e.warn(strings.Join(pv.Namespaces, ","), "%v", err)
 			}
 		}()
 		ctx = runCtx
@@ -327,37 +319,53 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 			return nil, err
 		}
 	}
-	byWave := map[int][]string{}
-	var waves []int
-	for _, ns := range pv.Namespaces {
-		pn, _ := p.Namespace(ns)
-		if byWave[pn.Wave] == nil {
-			waves = append(waves, pn.Wave)
+	queue := BuildQueue(p, pv.Namespaces, pv.Phases, e.cps)
+	if e.dry() {
+		for _, t := range queue {
+			e.emit(Event{Type: EventQueue, Namespace: t.Namespace, Phase: t.Phase, Action: t.Action, Target: t.Target, Task: &t, Message: "queue: " + t.String()})
 		}
-		byWave[pn.Wave] = append(byWave[pn.Wave], ns)
 	}
-	sort.Ints(waves)
-	for _, w := range waves {
-		for _, phase := range pv.Phases {
-			e.snapshotPeers()
-			g, gctx := errgroup.WithContext(ctx)
-			g.SetLimit(max(1, e.Options.Concurrency))
-			for _, ns := range byWave[w] {
-				g.Go(func() error { return e.runPhase(gctx, p, ns, phase, out) })
+	// Wave by wave, phase by phase: the namespaces of one wave-phase run
+	// at once, each its own tasks in order.
+	for _, group := range waveGroups(queue) {
+		e.snapshotPeers()
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(max(1, e.Options.Concurrency))
+		for _, tasks := range group {
+			g.Go(func() error { return e.runPhase(gctx, p, tasks, out) })
+		}
+		if err := g.Wait(); err != nil {
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				err = fmt.Errorf("%w (%v)", err, cause)
 			}
-			if err := g.Wait(); err != nil {
-				if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-					err = fmt.Errorf("%w (%v)", err, cause)
-				}
-				return out, err
-			}
-			if len(out.Stops) > 0 {
-				sort.Slice(out.Stops, func(i, j int) bool { return out.Stops[i].Namespace < out.Stops[j].Namespace })
-				return out, nil
-			}
+			return out, err
+		}
+		if len(out.Stops) > 0 {
+			sort.Slice(out.Stops, func(i, j int) bool { return out.Stops[i].Namespace < out.Stops[j].Namespace })
+			return out, nil
 		}
 	}
 	return out, nil
+}
+
+// waveGroups splits the queue into its wave-phases, each into the tasks of
+// one namespace, in order.
+func waveGroups(queue []Task) [][][]Task {
+	var out [][][]Task
+	for i := 0; i < len(queue); {
+		w, ph := queue[i].Wave, queue[i].Phase
+		var group [][]Task
+		for i < len(queue) && queue[i].Wave == w && queue[i].Phase == ph {
+			ns, j := queue[i].Namespace, i
+			for j < len(queue) && queue[j].Wave == w && queue[j].Phase == ph && queue[j].Namespace == ns {
+				j++
+			}
+			group = append(group, queue[i:j])
+			i = j
+		}
+		out = append(out, group)
+	}
+	return out
 }
 
 // reload reads the checkpoints again once the locks are held, and checks
@@ -398,7 +406,7 @@ func (e *Executor) save(ctx context.Context, ns string) error {
 		return err
 	}
 	if w := cp.sizeWarning(); w != "" {
-		e.logf(ns, "warning: %s", w)
+		e.warn(ns, "%s", w)
 	}
 	return nil
 }

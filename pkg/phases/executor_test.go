@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
@@ -139,7 +142,7 @@ func shopReport(mode, source string) *audit.Report {
 }
 
 func newExecutor(c *Cluster, obs *fakeObserver, out *bytes.Buffer) *Executor {
-	return &Executor{Cluster: c, Observer: obs, Out: out, Now: time.Now, Options: Options{
+	return &Executor{Cluster: c, Observer: obs, Events: textTo(out), Clock: clock.RealClock{}, Options: Options{
 		Timeout: time.Second, Concurrency: 2, LeaseDuration: DefaultLeaseDuration, Identity: "test run"}}
 }
 
@@ -548,5 +551,15 @@ func TestApplyPutsTheAllowsBeforeTheAllowNothing(t *testing.T) {
 	}
 	if strings.Join(order, ",") != "meshmigrate-allow-web,meshmigrate-allow-cart,meshmigrate-allow-nothing" {
 		t.Errorf("AuthorizationPolicies written in the order %v: the allow-nothing must come after every ALLOW", order)
+	}
+}
+
+// textTo renders events as the lines people read, for tests that look at
+// them whole.
+func textTo(w io.Writer) func(Event) {
+	return func(ev Event) {
+		for _, l := range ev.Lines() {
+			fmt.Fprintln(w, l)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
@@ -40,14 +41,17 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 				stayOut[st.Target] = true
 			}
 		}
-		deadline := time.Now().Add(e.Options.Timeout)
-		for {
+		// Polled until it passes or --timeout: the cluster settles (pods
+		// roll, the injector and Istio's policies catch up). The last
+		// verdict is the gate's.
+		var g GateResult
+		judged := false
+		err := poll(ctx, e.Clock, gatePoll, e.Options.Timeout, func(ctx context.Context) (bool, error) {
 			_, r, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
 			if err != nil {
-				return GateResult{}, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
+				return false, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
 			}
 			nr := namespaceOf(r, ns)
-			var g GateResult
 			switch {
 			case gate.Name == plan.GateSidecars:
 				g = SidecarsGate(nr, stayOut, e.now())
@@ -56,15 +60,16 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 			default:
 				g = PinnedGate(nr, cluster.ModePermissive, e.now())
 			}
-			if g.Result == GatePassed || time.Now().After(deadline) {
-				return g, nil
-			}
-			select {
-			case <-ctx.Done():
-				return GateResult{}, ctx.Err()
-			case <-time.After(2 * time.Second):
-			}
+			judged = true
+			return g.Result == GatePassed, nil
+		})
+		if wait.Interrupted(err) && judged {
+			return g, nil
 		}
+		if err != nil {
+			return GateResult{}, err
+		}
+		return g, nil
 	}
 	return GateResult{}, fmt.Errorf("the plan names gate %q, which this version does not know: use the version that made the plan", gate.Name)
 }
@@ -126,7 +131,7 @@ func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate strin
 		return false, nil
 	case e.Options.AllowShortWindow:
 		note := fmt.Sprintf("%s gate %s judged over %s, under the plan's minimum of %s: --allow-short-verify-window by %s", e.now().Format(time.RFC3339), gate, window.Round(time.Second), floor, e.Options.Identity)
-		e.logf(ns, "warning: %s", note)
+		e.warn(ns, "%s", note)
 		cp := e.cps[ns]
 		cp.Overrides = append(cp.Overrides, note)
 		return false, nil
@@ -134,13 +139,8 @@ func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate strin
 		return true, nil
 	}
 	wait := floor - window
-	e.logf(ns, "gate %s: waiting %s for its window to reach the plan's minimum of %s", gate, wait.Round(time.Second), floor)
-	select {
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-time.After(wait):
-	}
-	return false, nil
+	e.note(ns, "gate %s: waiting %s for its window to reach the plan's minimum of %s", gate, wait.Round(time.Second), floor)
+	return false, sleep(ctx, e.Clock, wait)
 }
 
 // shadowGate evaluates the authz phase's no-shadow-denials gate over the
@@ -149,7 +149,7 @@ func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate strin
 // each workload an ALLOW policy covers must have been judged.
 func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase string, idx int) (*GateResult, error) {
 	if e.dry() {
-		e.logf(ns, "%s: gate %s would be checked here", phase, plan.GateNoShadowDenials)
+		e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: gate %s would be checked here", phase, plan.GateNoShadowDenials)})
 		return nil, nil
 	}
 	pn, _ := p.Namespace(ns)
@@ -178,7 +178,7 @@ func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase strin
 	tallies, covered := shadowTallies(snap, ns, counts, p, ph.Steps[:idx])
 	g = ShadowGate(tallies, covered, window, e.now())
 	if g.Result == GatePassed {
-		e.logf(ns, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+		e.gateEvent(ns, phase, g, "%s: gate %s passed: %s", phase, g.Name, g.Message)
 		rec := e.cps[ns].Phase(phase)
 		rec.Gate = &g
 	}

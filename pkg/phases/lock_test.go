@@ -1,7 +1,6 @@
 package phases
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -58,22 +59,22 @@ func fakeCluster() *Cluster {
 // at is a clock stopped at t.
 func at(t time.Time) func() time.Time { return func() time.Time { return t } }
 
-// clock is one run's clock: it moves only when the test (or a pause
+// runClock is one run's clock: it moves only when the test (or a pause
 // between lock attempts) moves it.
-type clock struct {
+type runClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func newClock(t time.Time) *clock { return &clock{t: t} }
+func newClock(t time.Time) *runClock { return &runClock{t: t} }
 
-func (c *clock) now() time.Time {
+func (c *runClock) now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t
 }
 
-func (c *clock) add(d time.Duration) {
+func (c *runClock) add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
@@ -81,7 +82,7 @@ func (c *clock) add(d time.Duration) {
 
 // pausing makes c's pauses between lock attempts pass on the waiter's
 // clock at once, running meanwhile (another run's renewal, say) first.
-func pausing(c *Cluster, waiter *clock, meanwhile func()) {
+func pausing(c *Cluster, waiter *runClock, meanwhile func()) {
 	c.pause = func(ctx context.Context, d time.Duration) error {
 		if meanwhile != nil {
 			meanwhile()
@@ -587,7 +588,7 @@ func TestRollbackWithoutCheckpointLeavesAHeldLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex := &Executor{Cluster: c, Out: &bytes.Buffer{}, Now: at(t0.Add(time.Hour)), Options: Options{Identity: bob}}
+	ex := &Executor{Cluster: c, Clock: clocktesting.NewFakeClock(t0.Add(time.Hour)), Options: Options{Identity: bob}}
 	_, err = ex.Rollback(ctx, []string{"shop"}, "")
 	if err == nil || !strings.Contains(err.Error(), `its lock is held by "`+alice+`"`) || !strings.Contains(err.Error(), "`kubectl meshmigrate unlock -n shop`") {
 		t.Errorf("rollback, lock held by Alice: %v, want a refusal naming her and unlock", err)

@@ -179,13 +179,13 @@ func (e *Executor) restoreOwnership(ctx context.Context, gvr schema.GroupVersion
 		prior = slices.DeleteFunc(slices.Clone(live), isOurs)
 	}
 	if e.dry() {
-		e.logf(ns, "rollback: would give the fields of %s back to %s%s", r.Target, managerList(prior), e.dryNote())
+		e.undone(ns, r, "would give the fields of %s back to %s", r.Target, managerList(prior))
 		return nil
 	}
 	if err := e.Cluster.resetManagedFields(ctx, gvr, ns, obj.GetName(), obj.GetResourceVersion(), prior); err != nil {
 		return fmt.Errorf("give the fields of %s back to %s: %w", r.Target, managerList(prior), err)
 	}
-	e.logf(ns, "rollback: gave the fields of %s back to %s", r.Target, managerList(prior))
+	e.undone(ns, r, "gave the fields of %s back to %s", r.Target, managerList(prior))
 	return nil
 }
 

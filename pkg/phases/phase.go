@@ -12,18 +12,22 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
-// runPhase runs one phase of one namespace: its steps, then its gate.
-func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string, out *Outcome) error {
-	pn, _ := p.Namespace(ns)
-	ph, ok := pn.Phase(phase)
-	if !ok {
+// runPhase runs the tasks of one phase of one namespace (BuildQueue):
+// the checks before it, its steps, the rollouts, its gate.
+func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out *Outcome) error {
+	if len(tasks) == 0 {
 		return nil
 	}
+	ns, phase := tasks[0].Namespace, tasks[0].Phase
+	pn, _ := p.Namespace(ns)
+	ph, _ := pn.Phase(phase)
 	cp := e.cps[ns]
 	rec := cp.Phase(phase)
-	if !e.dry() && (rec.State == StateDone || rec.State == StateSkipped) {
-		e.logf(ns, "%s: already %s (%s)", phase, rec.State, stamp(rec.FinishedAt))
-		return nil
+	if first := tasks[0]; first.Step < 0 && first.Kind == TaskSkip {
+		if cp.PhaseDone(phase) {
+			e.emit(Event{Type: EventPhaseSkipped, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: already %s (%s)", phase, rec.State, stamp(rec.FinishedAt))})
+			return nil
+		}
 	}
 	// The phases before this one must be done: --phase cannot skip ahead.
 	if !e.dry() {
@@ -34,122 +38,129 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, ns, phase string,
 			}
 		}
 	}
-	switch ph.Status {
-	case plan.StatusSkipped, plan.StatusDone:
-		e.logf(ns, "%s: %s in the plan: %s", phase, ph.Status, ph.Reason)
-		return e.finishPhase(ctx, ns, rec, StateSkipped, "the plan has it "+ph.Status+": "+ph.Reason, nil)
-	case plan.StatusBlocked:
-		reason := "blocked in the plan: " + ph.Reason
-		return e.stopPhase(ctx, ns, rec, reason, out)
-	}
-	if phase == plan.PhaseVerify || phase == plan.PhaseStrict && !strictStepsDone(cp, p.ID, ph) {
-		reason, err := e.callerStop(ctx, p, pn)
-		if err != nil {
-			return err
+	started := false
+	start := func() error {
+		if started {
+			return nil
 		}
-		if reason != "" {
-			return e.stopPhase(ctx, ns, rec, reason, out)
-		}
-	}
-	if phase == plan.PhaseStrict && !strictStepsDone(cp, p.ID, ph) {
-		g, err := e.verifyAgain(ctx, p, pn)
-		if err != nil {
-			return err
-		}
-		if g != nil && g.Result != GatePassed {
-			return e.gateStop(ctx, ns, rec, *g, out)
-		}
-	}
-	if !e.dry() {
-		if rec.StartedAt == nil {
-			t := e.now()
-			rec.StartedAt = &t
-		}
-		rec.State, rec.Message = StateRunning, ""
-		if err := e.save(ctx, ns); err != nil {
-			return err
-		}
-	}
-	e.logf(ns, "%s: start", phase)
-	var rollouts []*rollout
-	for i, st := range ph.Steps {
-		if st.Action != plan.ActionRestartWorkload && len(rollouts) > 0 {
-			if err := e.rolledOut(ctx, ns, rollouts); err != nil {
-				return e.stopOnTimeout(ctx, ns, rec, err, out)
+		started = true
+		if !e.dry() {
+			if rec.StartedAt == nil {
+				t := e.now()
+				rec.StartedAt = &t
 			}
-			rollouts = nil
+			rec.State, rec.Message = StateRunning, ""
+			if err := e.save(ctx, ns); err != nil {
+				return err
+			}
 		}
-		switch {
-		case st.Status == plan.StatusDone || st.Status == plan.StatusSkipped:
-			e.logf(ns, "%s: %s %s: %s (%s)", phase, st.Action, st.Target, st.Status, st.Reason)
-			continue
-		case st.Status == plan.StatusBlocked:
-			reason := fmt.Sprintf("%s %s is blocked: %s", st.Action, st.Target, st.Reason)
-			return e.stopPhase(ctx, ns, rec, reason, out)
-		case st.Action == plan.ActionReport:
-			e.logf(ns, "%s: note: %s: %s", phase, st.Target, st.Reason)
-			continue
-		case st.Action == plan.ActionGate:
-			g, err := e.shadowGate(ctx, p, ns, phase, i)
+		e.emit(Event{Type: EventPhaseStarted, Namespace: ns, Phase: phase, Message: phase + ": start"})
+		return nil
+	}
+	var rollouts []*rollout
+	var gate *GateResult
+	for _, t := range tasks {
+		if t.Kind != TaskCheckCallers && t.Kind != TaskVerifyAgain && !(t.Step < 0 && (t.Kind == TaskSkip || t.Kind == TaskBlocked)) {
+			if err := start(); err != nil {
+				return err
+			}
+		}
+		switch t.Kind {
+		case TaskSkip:
+			if t.Step < 0 {
+				e.emit(Event{Type: EventPhaseSkipped, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: %s in the plan: %s", phase, ph.Status, ph.Reason)})
+				return e.finishPhase(ctx, ns, rec, StateSkipped, "the plan has it "+ph.Status+": "+ph.Reason, nil)
+			}
+			st := ph.Steps[t.Step]
+			e.emit(Event{Type: EventStepSkipped, Namespace: ns, Phase: phase, Action: st.Action, Target: st.Target, Message: fmt.Sprintf("%s: %s %s: %s (%s)", phase, st.Action, st.Target, st.Status, st.Reason)})
+		case TaskBlocked:
+			if t.Step < 0 {
+				return e.stopPhase(ctx, ns, rec, t.Reason, out)
+			}
+			return e.stopPhase(ctx, ns, rec, fmt.Sprintf("%s %s is blocked: %s", t.Action, t.Target, t.Reason), out)
+		case TaskCheckCallers:
+			reason, err := e.callerStop(ctx, p, pn)
+			if err != nil {
+				return err
+			}
+			if reason != "" {
+				return e.stopPhase(ctx, ns, rec, reason, out)
+			}
+		case TaskVerifyAgain:
+			g, err := e.verifyAgain(ctx, p, pn)
 			if err != nil {
 				return err
 			}
 			if g != nil && g.Result != GatePassed {
 				return e.gateStop(ctx, ns, rec, *g, out)
 			}
-			continue
-		}
-		if st.Forced {
-			e.logf(ns, "%s: FORCED by --force-strict over: %s", phase, st.Reason)
-		}
-		r, err := e.runStep(ctx, p, ns, phase, i, st, out)
-		if reason, ok := refused(err); ok {
-			return e.stopPhase(ctx, ns, rec, reason, out)
-		}
-		if err != nil {
-			return fmt.Errorf("%s %s %s: %w", ns, phase, st.Target, err)
-		}
-		if r != nil {
-			rollouts = append(rollouts, r)
+		case TaskNote:
+			e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Target: t.Target, Message: fmt.Sprintf("%s: note: %s: %s", phase, t.Target, t.Reason)})
+		case TaskChange:
+			st := ph.Steps[t.Step]
+			if st.Forced {
+				e.emit(Event{Type: EventWarning, Namespace: ns, Phase: phase, Action: st.Action, Target: st.Target, Message: fmt.Sprintf("%s: FORCED by --force-strict over: %s", phase, st.Reason)})
+			}
+			r, err := e.runStep(ctx, p, ns, phase, t.Step, st, out)
+			if reason, ok := refused(err); ok {
+				return e.stopPhase(ctx, ns, rec, reason, out)
+			}
+			if err != nil {
+				return fmt.Errorf("%s %s %s: %w", ns, phase, st.Target, err)
+			}
+			if r != nil {
+				rollouts = append(rollouts, r)
+			}
+		case TaskWaitRollouts:
+			if len(rollouts) > 0 {
+				if err := e.rolledOut(ctx, ns, rollouts); err != nil {
+					return e.stopOnTimeout(ctx, ns, rec, err, out)
+				}
+				rollouts = nil
+			}
+		case TaskGate:
+			if t.Step >= 0 {
+				g, err := e.shadowGate(ctx, p, ns, phase, t.Step)
+				if err != nil {
+					return err
+				}
+				if g != nil && g.Result != GatePassed {
+					return e.gateStop(ctx, ns, rec, *g, out)
+				}
+				continue
+			}
+			check := phaseGate(phase, ph)
+			if e.dry() {
+				e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: gate %s would be checked here (%s)", phase, check.Name, check.Description)})
+				continue
+			}
+			if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
+				return err
+			}
+			g, err := e.phaseGate(ctx, p, pn, phase, check, ph.Steps)
+			if err != nil {
+				return err
+			}
+			gate = &g
+			if g.Result != GatePassed {
+				return e.gateStop(ctx, ns, rec, g, out)
+			}
+			e.gateEvent(ns, phase, g, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+			if phase == plan.PhaseVerify {
+				e.markVerified(ns)
+			}
 		}
 	}
-	if len(rollouts) > 0 {
-		if err := e.rolledOut(ctx, ns, rollouts); err != nil {
-			return e.stopOnTimeout(ctx, ns, rec, err, out)
-		}
-	}
-	check := ph.Gate
-	if check == nil {
-		check = effectCheck(phase)
+	if err := start(); err != nil {
+		return err
 	}
 	if e.dry() {
-		if check != nil {
-			e.logf(ns, "%s: gate %s would be checked here (%s)", phase, check.Name, check.Description)
-		}
 		return nil
 	}
 	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
 		return err
 	}
-	var gate *GateResult
-	if check != nil {
-		g, err := e.phaseGate(ctx, p, pn, phase, check, ph.Steps)
-		if err != nil {
-			return err
-		}
-		gate = &g
-		if g.Result != GatePassed {
-			return e.gateStop(ctx, ns, rec, g, out)
-		}
-		e.logf(ns, "%s: gate %s passed: %s", phase, g.Name, g.Message)
-		if phase == plan.PhaseVerify {
-			e.markVerified(ns)
-		}
-	}
-	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
-		return err
-	}
-	e.logf(ns, "%s: done", phase)
+	e.emit(Event{Type: EventPhaseDone, Namespace: ns, Phase: phase, Message: phase + ": done"})
 	return e.finishPhase(ctx, ns, rec, StateDone, "", gate)
 }
 
@@ -183,7 +194,7 @@ func (e *Executor) verifyAgain(ctx context.Context, p *plan.Plan, pn *plan.Names
 		return nil, err
 	}
 	if g.Result == GatePassed {
-		e.logf(pn.Name, "strict: gate %s passed again: %s", g.Name, g.Message)
+		e.gateEvent(pn.Name, plan.PhaseStrict, g, "strict: gate %s passed again: %s", g.Name, g.Message)
 		e.markVerified(pn.Name)
 	}
 	return &g, nil
@@ -221,10 +232,8 @@ func (e *Executor) finishPhase(ctx context.Context, ns string, rec *PhaseRecord,
 }
 
 func (e *Executor) gateStop(ctx context.Context, ns string, rec *PhaseRecord, g GateResult, out *Outcome) error {
-	e.logf(ns, "%s: STOP: gate %s %s: %s", rec.Name, g.Name, g.Result, g.Message)
-	for _, c := range g.Culprits {
-		e.logf(ns, "%s:   %s", rec.Name, c)
-	}
+	e.emit(Event{Type: EventStop, Namespace: ns, Phase: rec.Name, Gate: &g, Details: g.Culprits,
+		Message: fmt.Sprintf("%s: STOP: gate %s %s: %s", rec.Name, g.Name, g.Result, g.Message)})
 	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: "gate " + g.Name + " " + g.Result + ": " + g.Message, Gate: &g})
 	return e.finishPhase(ctx, ns, rec, StateStopped, "gate "+g.Name+" "+g.Result, &g)
 }
@@ -244,7 +253,7 @@ func (e *Executor) stopOnTimeout(ctx context.Context, ns string, rec *PhaseRecor
 // stopPhase ends the run's work on ns at this phase: said, recorded in
 // the outcome (exit 2) and in the checkpoint, for a later run to resume.
 func (e *Executor) stopPhase(ctx context.Context, ns string, rec *PhaseRecord, reason string, out *Outcome) error {
-	e.logf(ns, "%s: STOP: %s", rec.Name, reason)
+	e.emit(Event{Type: EventStop, Namespace: ns, Phase: rec.Name, Message: fmt.Sprintf("%s: STOP: %s", rec.Name, reason)})
 	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: reason})
 	return e.finishPhase(ctx, ns, rec, StateStopped, reason, nil)
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -62,7 +61,7 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 		var err error
-		locks, err = e.Cluster.AcquireAll(runCtx, stored, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Now, func(err error) { cancel(err) })
+		locks, err = e.Cluster.AcquireAll(runCtx, stored, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Clock.Now, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +95,7 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 				return out, &DependentsError{Namespaces: set, Dependents: deps}
 			}
 			for _, d := range deps {
-				e.logf(strings.Join(set, ","), "FORCED by --break-dependents: %s: calls from %s arrive in plaintext from now on and fail", d, strings.Join(set, ", "))
+				e.emit(Event{Type: EventWarning, Namespace: strings.Join(set, ","), Message: fmt.Sprintf("FORCED by --break-dependents: %s: calls from %s arrive in plaintext from now on and fail", d, strings.Join(set, ", "))})
 			}
 		}
 	}
@@ -118,7 +117,7 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 		return out, err
 	}
 	for _, ns := range set {
-		e.logf(ns, "rolled back completely: checkpoint and lock removed")
+		e.emit(Event{Type: EventRolledBack, Namespace: ns, Message: "rolled back completely: checkpoint and lock removed"})
 		if err := e.leftoverSidecars(ctx, ns, out); err != nil {
 			return out, err
 		}
@@ -166,7 +165,7 @@ func (e *Executor) dependents(ctx context.Context, set []string) ([]string, erro
 	all, _, err := e.Cluster.ListCheckpoints(ctx)
 	switch {
 	case apierrors.IsForbidden(err):
-		e.logf(strings.Join(set, ","), "warning: cannot list checkpoints across the cluster (RBAC), so only the dependents recorded in these namespaces' checkpoints are checked")
+		e.warn(strings.Join(set, ","), "cannot list checkpoints across the cluster (RBAC), so only the dependents recorded in these namespaces' checkpoints are checked")
 	case err != nil:
 		return nil, err
 	}
@@ -229,7 +228,7 @@ func (e *Executor) leftoverSidecars(ctx context.Context, ns string, out *Outcome
 			cmd = fmt.Sprintf("kubectl delete pod %s -n %s (when it may be stopped)", p.Name, ns)
 		}
 		line := fmt.Sprintf("%s still carries a sidecar (pod %s, created while the namespace was labelled for injection): %s", p.Workload, p.Name, cmd)
-		e.logf(ns, "rollback: note: %s", line)
+		e.note(ns, "rollback: note: %s", line)
 		out.mu.Lock()
 		out.Leftovers = append(out.Leftovers, ns+": "+line)
 		out.mu.Unlock()
@@ -243,7 +242,7 @@ func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome)
 	cp := e.cps[ns]
 	records := UndoOrder(cp.Records, to)
 	if len(records) == 0 && to != "" {
-		e.logf(ns, "nothing to roll back after phase %s", to)
+		e.note(ns, "nothing to roll back after phase %s", to)
 	}
 	if !e.dry() {
 		// The phases after `to` are undone from here on: saying so first
@@ -274,7 +273,7 @@ func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome)
 			// A dry run changes nothing, so a later record meets the
 			// object as it is now, not as the undos before it would
 			// leave it: report, and go on.
-			e.logf(ns, "rollback: would stop here unless an earlier undo of this rollback restores it: %v", err)
+			e.warn(ns, "rollback would stop here unless an earlier undo of this rollback restores it: %v", err)
 			continue
 		}
 		if err != nil {
@@ -301,7 +300,7 @@ func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome)
 		return e.Cluster.DeleteCheckpoint(ctx, ns)
 	}
 	if to != "" {
-		e.logf(ns, "rolled back to the end of phase %s", to)
+		e.emit(Event{Type: EventRolledBack, Namespace: ns, Phase: to, Message: "rolled back to the end of phase " + to})
 	}
 	return nil
 }
@@ -310,7 +309,7 @@ func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome)
 // lock a full rollback left behind (it deleted the checkpoint, then failed
 // to delete the Lease).
 func (e *Executor) noCheckpoint(ctx context.Context, ns, to string) error {
-	e.logf(ns, "nothing to roll back: the namespace has no checkpoint (no plan was applied to it, or a full rollback already ran)")
+	e.note(ns, "nothing to roll back: the namespace has no checkpoint (no plan was applied to it, or a full rollback already ran)")
 	if to != "" || e.dry() {
 		return nil
 	}
@@ -324,7 +323,7 @@ func (e *Executor) noCheckpoint(ctx context.Context, ns, to string) error {
 	if err := e.Cluster.deleteLease(ctx, ns); err != nil {
 		return err
 	}
-	e.logf(ns, "removed the lock a full rollback left behind")
+	e.note(ns, "removed the lock a full rollback left behind")
 	return nil
 }
 
@@ -347,118 +346,11 @@ func (e *Executor) undo(ctx context.Context, ns string, r Record) (*rollout, err
 	if err := checkRecord(ns, r); err != nil {
 		return nil, err
 	}
-	kind, name, _ := strings.Cut(r.Target, "/")
-	switch r.Action {
-	case plan.ActionLabelNamespace:
-		obj, err := e.Cluster.get(ctx, kinds["Namespace"], "", ns)
-		if err != nil || obj == nil {
-			return nil, fmt.Errorf("read namespace %s: %w", ns, orNotFound(err, "namespace "+ns))
-		}
-		cur := obj.GetLabels()
-		to := map[string]*string{}
-		for _, k := range slices.Sorted(maps.Keys(r.Undo.Labels)) {
-			now, has := cur[k]
-			prior, after := r.Undo.Labels[k], r.Undo.After[k]
-			switch {
-			case same(now, has, prior):
-				// already as before
-			case same(now, has, after):
-				to[k] = prior
-			default:
-				return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: fmt.Sprintf("label %s is now %s, not the %s this plan set", k, show(now, has), showPtr(after))}
-			}
-		}
-		if err := e.Cluster.patchLabels(ctx, ns, cur, to); err != nil {
-			return nil, err
-		}
-		e.logf(ns, "rollback: namespace labels restored: %s%s", restoredList(to), e.dryNote())
-		return nil, nil
-	case plan.ActionRestartWorkload:
-		gvr, err := resourceFor("apps/v1", kind)
-		if err != nil {
-			return nil, err
-		}
-		obj, err := e.Cluster.get(ctx, gvr, ns, name)
-		if err != nil {
-			return nil, err
-		}
-		if obj == nil {
-			e.logf(ns, "rollback: %s no longer exists: nothing to restart", r.Target)
-			return nil, nil
-		}
-		now, has, _ := unstructured.NestedString(obj.Object, "spec", "template", "metadata", "annotations", AnnotationRestartedAt)
-		switch {
-		case same(now, has, r.Undo.RestartedAt):
-			return nil, nil
-		case (!has || now != r.Undo.Set) && e.Options.AcceptRestarts:
-			// A restart is not data: its pods run the current template.
-			e.logf(ns, "rollback: %s was restarted again since (restartedAt %s, this plan set %s): accepted (--accept-restarts), left as it is", r.Target, show(now, has), r.Undo.Set)
-			return nil, nil
-		case !has || now != r.Undo.Set:
-			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: fmt.Sprintf("it was restarted again since (restartedAt %s, this plan set %s); a restart is not data: pass --accept-restarts to leave it and finish", show(now, has), r.Undo.Set)}
-		}
-		// Restoring the template's annotation rolls the workload back onto
-		// its prior template: with injection restored, its pods come back
-		// as they were.
-		md := map[string]any{"name": name, "namespace": ns}
-		applied := map[string]any{"apiVersion": "apps/v1", "kind": kind, "metadata": md}
-		if r.Undo.RestartedAt != nil {
-			applied["spec"] = map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationRestartedAt: *r.Undo.RestartedAt}}}}
-		}
-		if _, err := e.Cluster.apply(ctx, gvr, ns, applied); err != nil {
-			return nil, fmt.Errorf("restore %s: %w", r.Target, err)
-		}
-		e.logf(ns, "rollback: %s restarted onto its prior pod template%s", r.Target, e.dryNote())
-		if e.dry() {
-			return nil, nil
-		}
-		return &rollout{ns: ns, target: r.Target, what: "rollback", gvr: gvr}, nil
-	case plan.ActionApply:
-		gvr, err := resourceFor(r.Undo.APIVersion, kind)
-		if err != nil {
-			return nil, err
-		}
-		cur, err := e.Cluster.get(ctx, gvr, ns, name)
-		if err != nil {
-			return nil, err
-		}
-		// The object must still be as this step wrote it. A record whose
-		// change was never confirmed (a crash right after the write) has no
-		// digest: the object is then either as before (nothing to do) or
-		// as the step left it.
-		switch {
-		case cur == nil && !r.Undo.Existed:
-			return nil, nil
-		case cur == nil:
-			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "it was deleted since this plan changed it: not re-created"}
-		case r.Undo.Existed && Digest(cur.Object) == Digest(r.Undo.Prior):
-			return nil, e.restoreOwnership(ctx, gvr, ns, r, cur)
-		case r.Undo.Digest != "" && Digest(cur.Object) != r.Undo.Digest:
-			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "its labels, annotations or spec changed since this plan wrote it"}
-		case r.Undo.UID != "" && string(cur.GetUID()) != r.Undo.UID:
-			return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "it was deleted and made again since this plan wrote it"}
-		}
-		if !r.Undo.Existed {
-			if cur.GetLabels()[plan.LabelPlanID] != r.PlanID {
-				return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: fmt.Sprintf("it no longer carries %s=%s: someone replaced the object this plan created", plan.LabelPlanID, r.PlanID)}
-			}
-			if err := e.Cluster.delete(ctx, gvr, ns, name, cur.GetUID()); err != nil {
-				return nil, fmt.Errorf("delete %s: %w", r.Target, err)
-			}
-			e.logf(ns, "rollback: deleted %s (created by plan %s)%s", r.Target, r.PlanID, e.dryNote())
-			return nil, nil
-		}
-		// Nobody else changed it since: applying the prior content back
-		// sets what the plan changed to its prior value and drops the
-		// fields only the plan added.
-		restored, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior)
-		if err != nil {
-			return nil, fmt.Errorf("restore %s: %w", r.Target, err)
-		}
-		e.logf(ns, "rollback: restored %s as it was%s", r.Target, e.dryNote())
-		return nil, e.restoreOwnership(ctx, gvr, ns, r, restored)
+	act, err := actionFor(r.Action)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("checkpoint record %d has unknown action %q", r.Seq, r.Action)
+	return act.undo(ctx, e, ns, r)
 }
 
 func same(v string, has bool, want *string) bool {

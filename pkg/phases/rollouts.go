@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/kubectl/pkg/polymorphichelpers"
 )
 
@@ -46,35 +46,27 @@ func (e *Executor) waitRollout(ctx context.Context, r *rollout) error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(e.Options.Timeout)
 	last := ""
-	for {
+	err = poll(ctx, e.Clock, rolloutPoll, e.Options.Timeout, func(ctx context.Context) (bool, error) {
 		obj, err := e.Cluster.get(ctx, r.gvr, r.ns, name)
 		if err != nil {
-			return fmt.Errorf("watch the rollout of %s: %w", r.target, err)
+			return false, fmt.Errorf("watch the rollout of %s: %w", r.target, err)
 		}
 		if obj == nil {
-			return fmt.Errorf("%s was deleted during its rollout", r.target)
+			return false, fmt.Errorf("%s was deleted during its rollout", r.target)
 		}
 		msg, done, err := viewer.Status(obj, 0)
 		if err != nil {
-			return fmt.Errorf("rollout of %s: %w", r.target, err)
+			return false, fmt.Errorf("rollout of %s: %w", r.target, err)
 		}
-		msg = strings.TrimSpace(msg)
-		if msg != last {
-			e.logf(r.ns, "%s: %s: %s", r.what, r.target, msg)
+		if msg = strings.TrimSpace(msg); msg != last {
+			e.emit(Event{Type: EventRollout, Namespace: r.ns, Phase: r.what, Target: r.target, Message: fmt.Sprintf("%s: %s: %s", r.what, r.target, msg)})
 			last = msg
 		}
-		if done {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return &timeoutError{msg: fmt.Sprintf("the rollout of %s did not finish within %s (%s): re-run apply to keep waiting, or roll back", r.target, e.Options.Timeout, last)}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
+		return done, nil
+	})
+	if wait.Interrupted(err) {
+		return &timeoutError{msg: fmt.Sprintf("the rollout of %s did not finish within %s (%s): re-run apply to keep waiting, or roll back", r.target, e.Options.Timeout, last)}
 	}
+	return err
 }

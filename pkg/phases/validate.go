@@ -2,7 +2,6 @@ package phases
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
@@ -100,56 +99,15 @@ func checkRecord(ns string, r Record) error {
 	case !slices.Contains(recordStates, r.State):
 		return bad("unknown state %q, want %s", r.State, strings.Join(recordStates, " or "))
 	}
-	u := r.Undo
-	switch r.Action {
-	case plan.ActionLabelNamespace, plan.ActionRestartWorkload, plan.ActionApply:
-	default:
+	act, err := actionFor(r.Action)
+	if err != nil {
 		return bad("unknown action %q", r.Action)
 	}
 	if err := plan.CheckTarget(r.Action, ns, r.Target); err != nil {
 		return bad("%v", err)
 	}
-	switch r.Action {
-	case plan.ActionLabelNamespace:
-		if len(u.Labels) == 0 {
-			return bad("it records no label")
-		}
-		for _, k := range slices.Sorted(maps.Keys(u.Labels)) {
-			if err := plan.CheckLabel(k, u.Labels[k]); err != nil {
-				return bad("%v", err)
-			}
-		}
-		for _, k := range slices.Sorted(maps.Keys(u.After)) {
-			if _, ok := u.Labels[k]; !ok {
-				return bad("label %s has a value after the step but none before", k)
-			}
-			if err := plan.CheckLabel(k, u.After[k]); err != nil {
-				return bad("%v", err)
-			}
-		}
-	case plan.ActionRestartWorkload:
-		if u.APIVersion != "" && u.APIVersion != "apps/v1" {
-			return bad("apiVersion %q, want apps/v1", u.APIVersion)
-		}
-		if u.Set == "" {
-			return bad("it records no restartedAt value set")
-		}
-	case plan.ActionApply:
-		if err := plan.CheckPolicyAPIVersion(u.APIVersion); err != nil {
-			return bad("%v", err)
-		}
-		if u.Existed && u.Prior == nil {
-			return bad("the object existed but no prior object is recorded")
-		}
-		if u.Prior == nil {
-			return nil
-		}
-		if err := plan.CheckObject(ns, r.Target, u.Prior); err != nil {
-			return bad("its prior %v", err)
-		}
-		if v := u.Prior["apiVersion"]; v != u.APIVersion {
-			return bad("its prior object apiVersion %q, but the record's %q", v, u.APIVersion)
-		}
+	if err := act.check(ns, r); err != nil {
+		return bad("%v", err)
 	}
 	return nil
 }
