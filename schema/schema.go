@@ -25,12 +25,13 @@ const (
 	TrafficGraph  = "trafficgraph.json"  // traffic export, --traffic-file
 	Status        = "status.json"        // status -o json|yaml
 	Verify        = "verify.json"        // verify -o json
-	ApplySummary  = "applysummary.json"  // apply -o json
+	ApplySummary  = "applysummary.json"  // apply -o json, its last line
+	ApplyEvent    = "applyevent.json"    // apply -o json, every line before the last
 	Version       = "version.json"       // version -o json
 )
 
 // Names lists every schema file.
-var Names = []string{AuditReport, MigrationPlan, TrafficGraph, Status, Verify, ApplySummary, Version}
+var Names = []string{AuditReport, MigrationPlan, TrafficGraph, Status, Verify, ApplySummary, ApplyEvent, Version}
 
 // BaseID starts every schema's $id: the file name follows it. Its version
 // is the version of the outputs' apiVersion (meshmigrate.io/v1alpha1).

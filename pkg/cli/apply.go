@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/clock"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
@@ -131,9 +134,9 @@ func connectTo(configFlags *genericclioptions.ConfigFlags) connector {
 	}
 }
 
-// newExecutor builds the executor over the connected cluster; out gets
-// its progress.
-func newExecutor(connect connector, out io.Writer, f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
+// newExecutor builds the executor over the connected cluster; events get
+// what it does.
+func newExecutor(connect connector, events func(phases.Event), f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
 	c, obs, err := connect(f)
 	if err != nil {
 		return nil, err
@@ -142,7 +145,26 @@ func newExecutor(connect connector, out io.Writer, f *ExecFlags, opts phases.Opt
 	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
 	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, f.LeaseDuration, identity()
 	opts.AllowShortWindow = f.AllowShortWindow
-	return &phases.Executor{Cluster: c, Observer: obs, Out: out, Now: time.Now, Options: opts}, nil
+	return &phases.Executor{Cluster: c, Observer: obs, Events: events, Clock: clock.RealClock{}, Options: opts}, nil
+}
+
+// textEvents prints each event as the lines people read.
+func textEvents(w io.Writer) func(phases.Event) {
+	return func(ev phases.Event) {
+		for _, l := range ev.Lines() {
+			fmt.Fprintln(w, l)
+		}
+	}
+}
+
+// jsonEvents prints each event as one JSON object on its own line
+// (schema/applyevent.json), for CI to read as the run goes.
+func jsonEvents(w io.Writer) func(phases.Event) {
+	enc := json.NewEncoder(w)
+	return func(ev phases.Event) {
+		nonnil.Fill(&ev)
+		_ = enc.Encode(ev)
+	}
 }
 
 // identity names this run in locks and checkpoints: who, where, which
@@ -274,8 +296,10 @@ A Lease (meshmigrate-lock) keeps two runs off one namespace.
 Interrupted (Ctrl-C, a crash, a failed gate)? Run the same command again: it
 resumes from the checkpoint and repeats no completed step.
 
--o json prints an ApplySummary on stdout when the run ends done or stopped
-(exit 0 or 2), and the progress on stderr.`,
+-o json streams the run's events on stdout, one JSON object a line
+(schema/applyevent.json), then an ApplySummary line when the run ends done or
+stopped (exit 0 or 2); what a person reads goes to stderr. --dry-run first
+prints the run's task queue.`,
 		Example: applyExample,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -291,7 +315,7 @@ resumes from the checkpoint and repeats no completed step.
 	cmd.Flags().StringVarP(&o.Filename, "filename", "f", "", "The plan file (from kubectl meshmigrate plan -o yaml)")
 	cmd.Flags().StringVar(&o.Phase, "phase", "", "Run only this phase (inject, permissive, verify, strict, authz); the ones before it must be done")
 	cmd.Flags().StringVar(&o.Through, "through", "", "Run the phases up to and including this one")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "json: print a summary (ApplySummary) on stdout when the run ends, the progress on stderr")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "json: stream the events on stdout, one JSON object a line, and end with a summary (ApplySummary); the rest goes to stderr")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("json"))
 	o.Exec.AddFlags(cmd.Flags(), true)
 	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
@@ -350,13 +374,13 @@ func isPhase(p string) bool { return slices.Contains(plan.Phases, p) }
 
 // Run checks the plan against the cluster, asks for confirmation and runs it.
 func (o *ApplyOptions) Run(ctx context.Context) error {
-	// With -o json stdout holds the summary alone; what a person reads
-	// goes to stderr.
-	log := o.Out
+	// With -o json stdout holds the events, one JSON object a line, then
+	// the summary; what a person reads goes to stderr.
+	log, events := o.Out, textEvents(o.Out)
 	if o.Output == "json" {
-		log = o.ErrOut
+		log, events = o.ErrOut, jsonEvents(o.Out)
 	}
-	ex, err := newExecutor(o.connect, log, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: o.Phase, Through: o.Through})
+	ex, err := newExecutor(o.connect, events, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: o.Phase, Through: o.Through})
 	if err != nil {
 		return err
 	}
@@ -400,7 +424,9 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		case o.Exec.dry():
 			s.Result = resultDryRun
 		}
-		if err := printObject(o.Out, &s, "json"); err != nil {
+		// One line, after the events: the stream stays one JSON object a line.
+		nonnil.Fill(&s)
+		if err := json.NewEncoder(o.Out).Encode(&s); err != nil {
 			return err
 		}
 	}

@@ -291,10 +291,18 @@ func TestApplySummaryMatchesTheSchema(t *testing.T) {
 		if code != tc.code {
 			t.Errorf("%v: exit %d, want %d; stderr:\n%s", tc.args, code, tc.code, stderr)
 		}
-		checkContract(t, contract.ApplySummary, out)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		for _, l := range lines[:len(lines)-1] {
+			checkContract(t, contract.ApplyEvent, l)
+		}
+		last := lines[len(lines)-1]
+		checkContract(t, contract.ApplySummary, last)
 		var s ApplySummary
-		if err := json.Unmarshal([]byte(out), &s); err != nil {
-			t.Fatalf("%v: stdout is not the summary alone: %v\n%s", tc.args, err, out)
+		if err := json.Unmarshal([]byte(last), &s); err != nil {
+			t.Fatalf("%v: the last line of stdout is not the summary: %v\n%s", tc.args, err, out)
+		}
+		if len(lines) < 2 {
+			t.Errorf("%v: no event streamed before the summary:\n%s", tc.args, out)
 		}
 		if s.Result != tc.result || !strings.Contains(stderr, "Plan "+s.PlanID) {
 			t.Errorf("%v: result %q, want %q; the progress belongs on stderr:\n%s", tc.args, s.Result, tc.result, stderr)
@@ -314,6 +322,7 @@ func TestSchemasDescribeTheGoTypes(t *testing.T) {
 		contract.Status:        []phases.NamespaceStatus{},
 		contract.Verify:        []VerifyResult{},
 		contract.ApplySummary:  ApplySummary{},
+		contract.ApplyEvent:    phases.Event{},
 		contract.Version:       VersionInfo{},
 	} {
 		raw, err := contract.Read(name)

@@ -110,7 +110,7 @@ func (o *RollbackOptions) Validate() error {
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	ex, err := newExecutor(connectTo(o.configFlags), o.Out, &o.Exec, phases.Options{BreakDependents: o.BreakDependents, AcceptRestarts: o.AcceptRestarts})
+	ex, err := newExecutor(connectTo(o.configFlags), textEvents(o.Out), &o.Exec, phases.Options{BreakDependents: o.BreakDependents, AcceptRestarts: o.AcceptRestarts})
 	if err != nil {
 		return err
 	}

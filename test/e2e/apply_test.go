@@ -166,12 +166,31 @@ func TestApplyMigration(t *testing.T) {
 			if code != 0 || !strings.Contains(stderr, "Done: 0 changes made") {
 				t.Fatalf("re-apply: exit %d\n%s\n%s", code, out, stderr)
 			}
-			matchesSchema(t, contract.ApplySummary, out)
+			// The events, one JSON object a line, then the summary.
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			skipped := 0
+			for _, l := range lines[:len(lines)-1] {
+				matchesSchema(t, contract.ApplyEvent, l)
+				var ev phases.Event
+				if err := json.Unmarshal([]byte(l), &ev); err != nil {
+					t.Fatalf("event %q: %v", l, err)
+				}
+				if ev.Type == phases.EventStepDone {
+					t.Errorf("a re-apply made a change: %s", l)
+				}
+				if ev.Type == phases.EventPhaseSkipped {
+					skipped++
+				}
+			}
+			if skipped < 10 {
+				t.Errorf("%d phase-skipped events, want every phase of both namespaces already done:\n%s", skipped, out)
+			}
+			matchesSchema(t, contract.ApplySummary, lines[len(lines)-1])
 			var sum struct {
 				Result  string `json:"result"`
 				Changes int    `json:"changes"`
 			}
-			if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Result != "done" || sum.Changes != 0 {
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil || sum.Result != "done" || sum.Changes != 0 {
 				t.Errorf("re-apply summary %+v (%v), want done with 0 changes:\n%s", sum, err, out)
 			}
 			if after := touched(ctx, t, c, est.Front, est.Back); !reflect.DeepEqual(mid, after) {
