@@ -63,8 +63,8 @@ type ExecFlags struct {
 
 // AddFlags registers the flags.
 func (f *ExecFlags) AddFlags(fs *pflag.FlagSet, gates bool) {
-	fs.StringVar(&f.DryRun, "dry-run", phases.DryRunNone, `"none" changes the cluster; "client" only prints what it would do; "server" also sends each change with dryRun=All, so the API server validates it`)
-	fs.Lookup("dry-run").NoOptDefVal = phases.DryRunClient
+	fs.StringVar(&f.DryRun, "dry-run", string(phases.DryRunNone), `"none" changes the cluster; "client" only prints what it would do; "server" also sends each change with dryRun=All, so the API server validates it`)
+	fs.Lookup("dry-run").NoOptDefVal = string(phases.DryRunClient)
 	fs.BoolVar(&f.Yes, "yes", false, "Do not ask for confirmation (scripts)")
 	fs.DurationVar(&f.Timeout, "timeout", 5*time.Minute, "How long to wait for each rollout and each gate to settle")
 	fs.DurationVar(&f.LockWait, "wait-for-lock", 0, "How long to wait for another run's lock on a namespace (0: fail at once, naming the holder); a dead run's lock is taken over once this run has watched it unrenewed for its lease duration")
@@ -80,7 +80,7 @@ func (f *ExecFlags) AddFlags(fs *pflag.FlagSet, gates bool) {
 
 // Validate rejects bad flag values.
 func (f *ExecFlags) Validate() error {
-	switch f.DryRun {
+	switch phases.DryRunMode(f.DryRun) {
 	case phases.DryRunNone, phases.DryRunClient, phases.DryRunServer:
 	default:
 		return fmt.Errorf("--dry-run=%q: want none, client or server", f.DryRun)
@@ -108,7 +108,7 @@ func (f *ExecFlags) Validate() error {
 // minLeaseDuration is the shortest --lease-duration.
 const minLeaseDuration = 3 * time.Second
 
-func (f *ExecFlags) dry() bool { return f.DryRun != phases.DryRunNone }
+func (f *ExecFlags) dry() bool { return phases.DryRunMode(f.DryRun) != phases.DryRunNone }
 
 // connector reaches the cluster the executor works on: its clients, and
 // the observer its gates read. Tests hand in fakes.
@@ -141,8 +141,8 @@ func newExecutor(connect connector, events func(phases.Event), f *ExecFlags, opt
 	if err != nil {
 		return nil, err
 	}
-	c.DryRun = f.DryRun
-	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = f.DryRun, f.Timeout, f.Concurrency, f.LockWait
+	c.DryRun = phases.DryRunMode(f.DryRun)
+	opts.DryRun, opts.Timeout, opts.Concurrency, opts.LockWait = c.DryRun, f.Timeout, f.Concurrency, f.LockWait
 	opts.VerifyWindow, opts.LeaseDuration, opts.Identity = f.VerifyWindow, f.LeaseDuration, identity()
 	opts.AllowShortWindow = f.AllowShortWindow
 	return &phases.Executor{Cluster: c, Observer: obs, Events: events, Clock: clock.RealClock{}, Options: opts}, nil

@@ -255,7 +255,7 @@ func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 	for _, s := range sts {
 		gate := "-"
 		if s.Gate != nil {
-			gate = s.Gate.Name + " " + s.Gate.Result + " at " + s.Gate.At.Format(time.RFC3339)
+			gate = s.Gate.Name + " " + string(s.Gate.Result) + " at " + s.Gate.At.Format(time.RFC3339)
 		}
 		lock := "free"
 		if s.Lock != nil && s.Lock.Held {
@@ -279,7 +279,7 @@ func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 		if s.Error != "" {
 			records = "-" // unknown: the records could not be read
 		}
-		rows = append(rows, []string{s.Namespace, plan, s.Phase, s.State, gate, records, lock, updated})
+		rows = append(rows, []string{s.Namespace, plan, s.Phase, string(s.State), gate, records, lock, updated})
 	}
 	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
 }

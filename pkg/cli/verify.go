@@ -120,7 +120,7 @@ func (o *VerifyOptions) Run(ctx context.Context, scope cluster.Scope) error {
 	} else {
 		var rows [][]string
 		for _, r := range results {
-			rows = append(rows, []string{r.Namespace, strings.ToUpper(r.Result), r.Message})
+			rows = append(rows, []string{r.Namespace, strings.ToUpper(string(r.Result)), r.Message})
 		}
 		if err := renderRows(o.Out, []string{"NAMESPACE", "GATE", "REASON"}, rows); err != nil {
 			return err

@@ -35,16 +35,26 @@ const (
 	AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
 )
 
-// Phase and step record states.
+// State is where a phase or a change stands in the checkpoint.
+type State string
+
+// Phase and record states.
 const (
-	StateRunning  = "running"
-	StateDone     = "done"
-	StateStopped  = "stopped" // a gate did not pass or a step is blocked
-	StateSkipped  = "skipped"
-	StateStarted  = "started" // a step's change may or may not have been made
-	GatePassed    = "passed"
-	GateFailed    = "failed"
-	GateUnsettled = "inconclusive"
+	StateRunning State = "running"
+	StateDone    State = "done"
+	StateStopped State = "stopped" // a gate did not pass or a step is blocked
+	StateSkipped State = "skipped"
+	StateStarted State = "started" // a step's change may or may not have been made
+)
+
+// Verdict is a gate's result.
+type Verdict string
+
+// The verdicts: a gate passes only on evidence.
+const (
+	GatePassed    Verdict = "passed"
+	GateFailed    Verdict = "failed"
+	GateUnsettled Verdict = "inconclusive"
 )
 
 // Checkpoint is the state of one namespace's migration, stored in the
@@ -105,7 +115,7 @@ func (c *Checkpoint) Stored() bool { return c.stored }
 // PhaseRecord is the progress of one phase.
 type PhaseRecord struct {
 	Name       string      `json:"name"`
-	State      string      `json:"state"`
+	State      State       `json:"state"`
 	Message    string      `json:"message,omitempty"`
 	StartedAt  *time.Time  `json:"startedAt,omitempty"`
 	FinishedAt *time.Time  `json:"finishedAt,omitempty"`
@@ -114,8 +124,8 @@ type PhaseRecord struct {
 
 // GateResult is the last evaluation of a gate.
 type GateResult struct {
-	Name   string `json:"name"`
-	Result string `json:"result"` // passed, failed, inconclusive
+	Name   string  `json:"name"`
+	Result Verdict `json:"result"` // passed, failed, inconclusive
 	// Message says what was seen, over which window.
 	Message string `json:"message"`
 	// Culprits name what keeps the gate closed (plaintext clients, pods).
@@ -133,7 +143,7 @@ type Record struct {
 	Step      int        `json:"step"`
 	Action    string     `json:"action"`
 	Target    string     `json:"target"`
-	State     string     `json:"state"`
+	State     State      `json:"state"`
 	StartedAt time.Time  `json:"startedAt"`
 	DoneAt    *time.Time `json:"doneAt,omitempty"`
 	Undo      Undo       `json:"undo"`

@@ -144,7 +144,7 @@ func TestCheckpointPhase(t *testing.T) {
 	if again := cp.Phase(plan.PhaseInject); again.State != StateDone || len(cp.Phases) != 1 {
 		t.Errorf("Phase returned a second record instead of the first: %+v", cp.Phases)
 	}
-	for state, done := range map[string]bool{StateDone: true, StateSkipped: true, StateStopped: false, StateRunning: false, "": false} {
+	for state, done := range map[State]bool{StateDone: true, StateSkipped: true, StateStopped: false, StateRunning: false, "": false} {
 		cp := &Checkpoint{Phases: []PhaseRecord{{Name: plan.PhaseVerify, State: state}}}
 		if got := cp.PhaseDone(plan.PhaseVerify); got != done {
 			t.Errorf("PhaseDone with state %q = %v, want %v", state, got, done)

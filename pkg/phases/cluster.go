@@ -36,7 +36,7 @@ type Cluster struct {
 	Dynamic dynamic.Interface
 	// DryRun is DryRunClient (no write is sent) or DryRunServer (every
 	// write is sent with dryRun=All); empty or DryRunNone writes.
-	DryRun string
+	DryRun DryRunMode
 
 	// fence, while a run holds its locks (AcquireAll to Release), must
 	// pass before each write: a run that lost its lock writes nothing more.

@@ -28,11 +28,14 @@ type Observer interface {
 	ShadowDecisions(ctx context.Context, ns string, since time.Time) (counts []traffic.ShadowCount, window string, err error)
 }
 
-// Dry-run modes (--dry-run).
+// DryRunMode is --dry-run: whether writes reach the cluster.
+type DryRunMode string
+
+// The dry-run modes.
 const (
-	DryRunNone   = "none"
-	DryRunClient = "client"
-	DryRunServer = "server"
+	DryRunNone   DryRunMode = "none"   // every write is made
+	DryRunClient DryRunMode = "client" // no write is sent
+	DryRunServer DryRunMode = "server" // every write is sent with dryRun=All
 )
 
 // Options are what an apply run does.
@@ -41,7 +44,7 @@ type Options struct {
 	Namespaces []string
 	// Phase runs only that phase; Through runs every phase up to it.
 	Phase, Through string
-	DryRun         string
+	DryRun         DryRunMode
 	// Timeout bounds each rollout and each polled gate.
 	Timeout time.Duration
 	// Concurrency bounds the namespaces (and, within one, the rollouts)

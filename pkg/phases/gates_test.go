@@ -31,7 +31,7 @@ func TestSidecarsGate(t *testing.T) {
 		name     string
 		pods     []audit.Pod
 		stayOut  map[string]bool
-		want     string
+		want     Verdict
 		culprits []string
 	}{
 		{"all meshed", []audit.Pod{pod("web-1", "Deployment/web", audit.PodMeshed), pod("db-0", "StatefulSet/db", audit.PodMeshed)},
@@ -75,7 +75,7 @@ func TestPinnedGate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		mtls audit.MTLS
-		want string
+		want Verdict
 		msg  string
 	}{
 		{"pinned", audit.MTLS{Mode: cluster.ModePermissive, Source: "namespace", Policy: "shop/default"},
@@ -184,7 +184,7 @@ func TestShadowGate(t *testing.T) {
 		name    string
 		tallies map[string]ShadowTally
 		covered []string
-		want    string
+		want    Verdict
 		msg     string
 	}{
 		{"denials", map[string]ShadowTally{web: {Denied: 3, Decisions: 120, Protocols: []string{"http"}}}, []string{web}, GateFailed, "would have denied 3 of 120 requests and connections over 1h"},

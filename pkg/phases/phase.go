@@ -216,7 +216,7 @@ func strictStepsDone(cp *Checkpoint, planID string, ph *plan.Phase) bool {
 	return made
 }
 
-func (e *Executor) finishPhase(ctx context.Context, ns string, rec *PhaseRecord, state, msg string, gate *GateResult) error {
+func (e *Executor) finishPhase(ctx context.Context, ns string, rec *PhaseRecord, state State, msg string, gate *GateResult) error {
 	if e.dry() {
 		return nil
 	}
@@ -234,8 +234,8 @@ func (e *Executor) finishPhase(ctx context.Context, ns string, rec *PhaseRecord,
 func (e *Executor) gateStop(ctx context.Context, ns string, rec *PhaseRecord, g GateResult, out *Outcome) error {
 	e.emit(Event{Type: EventStop, Namespace: ns, Phase: rec.Name, Gate: &g, Details: g.Culprits,
 		Message: fmt.Sprintf("%s: STOP: gate %s %s: %s", rec.Name, g.Name, g.Result, g.Message)})
-	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: "gate " + g.Name + " " + g.Result + ": " + g.Message, Gate: &g})
-	return e.finishPhase(ctx, ns, rec, StateStopped, "gate "+g.Name+" "+g.Result, &g)
+	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: "gate " + g.Name + " " + string(g.Result) + ": " + g.Message, Gate: &g})
+	return e.finishPhase(ctx, ns, rec, StateStopped, "gate "+g.Name+" "+string(g.Result), &g)
 }
 
 type timeoutError struct{ msg string }

@@ -118,7 +118,7 @@ func phaseTasks(p *plan.Plan, ns, phase string, cp *Checkpoint) []Task {
 	}
 	if cp.PlanID == p.ID && cp.PhaseDone(phase) {
 		t := task(TaskSkip, -1)
-		t.Reason = "already " + cp.Phase(phase).State
+		t.Reason = "already " + string(cp.Phase(phase).State)
 		return []Task{t}
 	}
 	switch ph.Status {

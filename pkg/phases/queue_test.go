@@ -121,7 +121,7 @@ func TestApplyReportsTypedEvents(t *testing.T) {
 			line += " " + ev.Target
 		}
 		if ev.Gate != nil {
-			line += " " + ev.Gate.Name + "=" + ev.Gate.Result
+			line += " " + ev.Gate.Name + "=" + string(ev.Gate.Result)
 		}
 		got = append(got, line)
 	}

@@ -21,7 +21,7 @@ type NamespaceStatus struct {
 	// Phase is the latest phase a run reached, State its state
 	// ("none" when no run started).
 	Phase string      `json:"phase"`
-	State string      `json:"state"`
+	State State       `json:"state"`
 	Gate  *GateResult `json:"gate,omitempty"`
 	// Records counts the changes rollback can undo.
 	Records   int       `json:"records"`
@@ -37,7 +37,10 @@ type NamespaceStatus struct {
 }
 
 // StateInvalid is the status of a namespace whose checkpoint cannot be used.
-const StateInvalid = "invalid"
+const StateInvalid State = "invalid"
+
+// StateNone is the status of a namespace no run has started.
+const StateNone State = "none"
 
 // invalidStatus is the status of a namespace whose checkpoint is bad.
 func invalidStatus(ns string, err error, lock *LockInfo) NamespaceStatus {
@@ -46,7 +49,7 @@ func invalidStatus(ns string, err error, lock *LockInfo) NamespaceStatus {
 
 // StatusOf summarizes a checkpoint.
 func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
-	st := NamespaceStatus{Namespace: cp.Namespace, PlanID: cp.PlanID, Phase: "-", State: "none", Records: len(cp.Records),
+	st := NamespaceStatus{Namespace: cp.Namespace, PlanID: cp.PlanID, Phase: "-", State: StateNone, Records: len(cp.Records),
 		Lock: lock, UpdatedAt: cp.UpdatedAt, UpdatedBy: cp.UpdatedBy}
 	if cp.Stored() {
 		st.Checkpoint = cp

@@ -35,8 +35,8 @@ func edited(ns, what, why string) *CheckpointError {
 }
 
 var (
-	phaseStates  = []string{"", StateRunning, StateDone, StateStopped, StateSkipped}
-	recordStates = []string{StateStarted, StateDone}
+	phaseStates  = []State{"", StateRunning, StateDone, StateStopped, StateSkipped}
+	recordStates = []State{StateStarted, StateDone}
 )
 
 // validate checks the whole checkpoint, so that a bad record is refused
@@ -51,7 +51,7 @@ func (c *Checkpoint) validate() error {
 		case seen[p.Name]:
 			return edited(c.Namespace, what, "the phase is listed twice")
 		case !slices.Contains(phaseStates, p.State):
-			return edited(c.Namespace, what, fmt.Sprintf("unknown state, want one of %s", strings.Join(phaseStates[1:], ", ")))
+			return edited(c.Namespace, what, fmt.Sprintf("unknown state, want one of %s", joinStates(phaseStates[1:], ", ")))
 		}
 		seen[p.Name] = true
 	}
@@ -97,7 +97,7 @@ func checkRecord(ns string, r Record) error {
 	case r.Step < 0:
 		return bad("step %d is negative", r.Step)
 	case !slices.Contains(recordStates, r.State):
-		return bad("unknown state %q, want %s", r.State, strings.Join(recordStates, " or "))
+		return bad("unknown state %q, want %s", r.State, joinStates(recordStates, " or "))
 	}
 	act, err := actionFor(r.Action)
 	if err != nil {
@@ -110,4 +110,12 @@ func checkRecord(ns string, r Record) error {
 		return bad("%v", err)
 	}
 	return nil
+}
+
+func joinStates(states []State, sep string) string {
+	parts := make([]string, len(states))
+	for i, s := range states {
+		parts[i] = string(s)
+	}
+	return strings.Join(parts, sep)
 }
