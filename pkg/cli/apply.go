@@ -15,12 +15,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mattn/go-isatty"
 	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/clock"
 
@@ -152,7 +152,9 @@ func newExecutor(connect connector, events func(phases.Event), f *ExecFlags, opt
 func textEvents(w io.Writer) func(phases.Event) {
 	return func(ev phases.Event) {
 		for _, l := range ev.Lines() {
-			fmt.Fprintln(w, l)
+			// Lines name what the cluster holds (pods, policies): escaped
+			// for the terminal, as kubectl escapes table cells.
+			fmt.Fprintln(w, printers.EscapeTerminal(l))
 		}
 	}
 }
@@ -452,8 +454,7 @@ func confirm(ctx context.Context, in io.Reader, out io.Writer, yes bool, what st
 	if yes {
 		return nil
 	}
-	f, ok := in.(*os.File)
-	if !ok || !(isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())) {
+	if !isTerminal(in) {
 		return errors.New("refusing to change the cluster without confirmation: pass --yes (scripts), or run it on a terminal; --dry-run=client shows what it would do")
 	}
 	fmt.Fprintf(out, "%s? [y/N] ", what)

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
+	"regexp"
 	"strings"
 
-	"github.com/mattn/go-isatty"
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
@@ -19,19 +19,29 @@ import (
 )
 
 // colorEnabled is true only when w is a terminal and the user has not asked
-// for no colour (https://no-color.org: NO_COLOR set to anything).
-func colorEnabled(w io.Writer) bool {
-	if _, set := os.LookupEnv("NO_COLOR"); set || os.Getenv("TERM") == "dumb" {
-		return false
-	}
-	return isTerminal(w)
-}
+// for no colour (NO_COLOR, TERM=dumb): kubectl's own rule.
+func colorEnabled(w io.Writer) bool { return printers.AllowsColorOutput(w) }
 
-// isTerminal tells whether w is a terminal (a person reads it) rather than a
-// pipe or a file.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+// isTerminal tells whether w (or a reader) is a terminal, a person at it,
+// rather than a pipe or a file.
+func isTerminal(w any) bool { return printers.IsTerminal(w) }
+
+// ansiCode matches the colour codes this tool writes, and nothing else.
+var ansiCode = regexp.MustCompile(`\x1b\[(?:3[123]|0)m`)
+
+// escapeCell escapes the terminal control characters of what a cell shows
+// from the cluster (a label, a pod name, a policy's name), as kubectl does
+// (printers.EscapeTerminal), keeping only the colour codes this tool adds.
+func escapeCell(s string) string {
+	var b strings.Builder
+	last := 0
+	for _, m := range ansiCode.FindAllStringIndex(s, -1) {
+		b.WriteString(printers.EscapeTerminal(s[last:m[0]]))
+		b.WriteString(s[m[0]:m[1]])
+		last = m[1]
+	}
+	b.WriteString(printers.EscapeTerminal(s[last:]))
+	return b.String()
 }
 
 const (
@@ -81,6 +91,15 @@ func newTable(w io.Writer) *table {
 		}),
 	)
 	return t
+}
+
+// Append adds a row, each cell escaped for the terminal.
+func (t *table) Append(cells []string) error {
+	row := make([]string, len(cells))
+	for i, c := range cells {
+		row[i] = escapeCell(c)
+	}
+	return t.Table.Append(row)
 }
 
 // Render writes the table, each line without its trailing padding.
