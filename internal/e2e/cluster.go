@@ -1,7 +1,7 @@
 // Package e2e holds what the e2e suite and `make demo` share: building and
 // starting a real local control plane (kwok's binary runtime, no Docker),
 // installing Istio's CRDs, and the mid-migration scenario. See
-// ../shared/E2E-CLUSTER.md. Nothing here talks to anything but 127.0.0.1.
+// docs/e2e-cluster.md. Nothing here talks to anything but 127.0.0.1.
 package e2e
 
 import (

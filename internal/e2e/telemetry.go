@@ -20,7 +20,7 @@ import (
 // Series is one Istio metric series the exporter reports.
 type Series struct {
 	Metric string            // istio_requests_total or istio_tcp_connections_opened_total
-	Labels map[string]string // Istio's standard labels (ISTIO.md 3.1)
+	Labels map[string]string // Istio's standard labels (docs/istio.md 3.1)
 	// PerScrape is how much the counter grows between two scrapes.
 	PerScrape float64
 	// PodsOf ("namespace/app"), when set, reports the series once per

@@ -1,7 +1,7 @@
 // Package istiofixture builds Istio's sidecar injector webhook selectors the
 // way Istio's Helm chart renders them (src manifests/charts/istio-control/
 // istio-discovery/templates/mutatingwebhook.yaml and revision-tags-mwc.yaml;
-// ../shared/ISTIO.md 1.2). Unit tests use them as snapshot values and the e2e
+// docs/istio.md 1.2). Unit tests use them as snapshot values and the e2e
 // suite registers them for its injector stand-in, so both agree with Istio.
 package istiofixture
 

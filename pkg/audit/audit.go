@@ -228,7 +228,7 @@ func onDeleteIn(s *cluster.Snapshot, ns string) map[string]bool {
 
 // restartHint says how to get a workload's pods recreated. A rollout
 // restart does not replace the pods of an OnDelete StatefulSet or DaemonSet:
-// name the pods to delete instead (DESIGN.md lessons).
+// name the pods to delete instead (docs/findings.md).
 func restartHint(g workloadGroup, ns string, onDelete map[string]bool) string {
 	if onDelete[g.workload] {
 		return fmt.Sprintf("%s uses updateStrategy OnDelete, so a rollout restart does not replace its pods: kubectl delete pod -n %s %s",
@@ -382,7 +382,7 @@ func sortFindings(f []Finding) {
 }
 
 // readiness decides the next phase and whether it is safe to start now. The
-// phases run inject -> permissive -> verify -> strict -> authz (DESIGN.md);
+// phases run inject -> permissive -> verify -> strict -> authz (docs/apply.md);
 // without observed traffic, nothing past verify is called safe.
 func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Readiness {
 	p, inj := nr.Pods, nr.Injection
@@ -467,7 +467,7 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 	}
 }
 
-// verifyBlockers is the traffic half of the verify gate (DESIGN.md): real
+// verifyBlockers is the traffic half of the verify gate (docs/apply.md): real
 // inbound traffic was observed and none of it was plaintext. No data is
 // inconclusive, never a pass.
 func verifyBlockers(t Traffic) []string {

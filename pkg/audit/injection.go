@@ -10,7 +10,7 @@ import (
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 )
 
-// Istio's injection keys (ISTIO.md 1.1, 1.6).
+// Istio's injection keys (docs/istio.md 1.1, 1.6).
 const (
 	labelInjection       = "istio-injection"
 	labelRev             = "istio.io/rev"
@@ -24,7 +24,7 @@ const (
 )
 
 // ignoredNamespaces are never injected by Istio's injector
-// (src pkg/kube/inject/initializer.go, ISTIO.md 1.3).
+// (src pkg/kube/inject/initializer.go, docs/istio.md 1.3).
 var ignoredNamespaces = map[string]bool{
 	"kube-system": true, "kube-public": true, "kube-node-lease": true, "local-path-storage": true,
 }
@@ -59,7 +59,7 @@ func selectorOf(s *metav1.LabelSelector) (labels.Selector, error) {
 }
 
 // selecting returns the first injector whose selectors match the namespace
-// and pod labels. Webhook selection uses labels only (ISTIO.md 1.3).
+// and pod labels. Webhook selection uses labels only (docs/istio.md 1.3).
 func selecting(injectors []injector, nsLabels, podLabels map[string]string) *injector {
 	for i := range injectors {
 		if injectors[i].ns.Matches(labels.Set(nsLabels)) && injectors[i].obj.Matches(labels.Set(podLabels)) {
@@ -110,7 +110,7 @@ func namespaceInjection(ns cluster.Namespace, injectors []injector, excluded boo
 
 // sidecarOf says whether the pod carries Istio's sidecar: an istio-proxy
 // container (classic) or an istio-proxy init container with restartPolicy
-// Always (native). Kiali's HasIstioSidecar checks the same (ISTIO.md 1.4).
+// Always (native). Kiali's HasIstioSidecar checks the same (docs/istio.md 1.4).
 func sidecarOf(p *cluster.Pod) string {
 	for _, c := range p.Containers {
 		if c.Name == proxyContainer {
@@ -127,7 +127,7 @@ func sidecarOf(p *cluster.Pod) string {
 
 // revisionOf is the revision that actually injected the pod: the
 // sidecar.istio.io/status annotation's "revision", else the istio.io/rev
-// annotation the injector sets (ISTIO.md 1.4). A pod label istio.io/rev is
+// annotation the injector sets (docs/istio.md 1.4). A pod label istio.io/rev is
 // user intent, not a fact, and is not read here.
 func revisionOf(p *cluster.Pod) string {
 	if s := p.Annotations[annotationStatus]; s != "" {
@@ -142,7 +142,7 @@ func revisionOf(p *cluster.Pod) string {
 }
 
 // injectOverride is the pod's sidecar.istio.io/inject value: the label wins
-// over the (deprecated) annotation (ISTIO.md 1.3).
+// over the (deprecated) annotation (docs/istio.md 1.3).
 func injectOverride(p *cluster.Pod) (value, source string) {
 	if v, ok := p.Labels[keyInject]; ok {
 		return v, "label"
@@ -216,7 +216,7 @@ func classifyPod(p *cluster.Pod, nsLabels map[string]string, injectors []injecto
 	return out
 }
 
-// ambientCaptured tells an ambient-captured pod (ISTIO.md 1.6).
+// ambientCaptured tells an ambient-captured pod (docs/istio.md 1.6).
 func ambientCaptured(p *cluster.Pod) bool {
 	return p.Annotations[annotationAmbient] == "enabled"
 }

@@ -57,7 +57,7 @@ func splitPeerPolicies(pas []cluster.PeerAuthentication) map[string]*peerPolicie
 }
 
 // meshMTLS is the mesh-wide mode: the oldest selector-less policy in the
-// root namespace; UNSET or none means PERMISSIVE (ISTIO.md 2.1).
+// root namespace; UNSET or none means PERMISSIVE (docs/istio.md 2.1).
 func meshMTLS(root string, byNS map[string]*peerPolicies) (MTLSSource, []string) {
 	src := MTLSSource{Mode: cluster.ModePermissive, Source: "default"}
 	pp := byNS[root]
@@ -164,7 +164,7 @@ func drTargets(dr cluster.DestinationRule, ns string) bool {
 // nonIstioDRs lists the TLS settings of rules targeting ns that make
 // clients send something other than Istio mTLS: DISABLE (plaintext), SIMPLE
 // and MUTUAL (TLS with other certificates), all of which a STRICT sidecar
-// rejects (ISTIO.md 2.3). istioMutual says whether some rule targeting ns
+// rejects (docs/istio.md 2.3). istioMutual says whether some rule targeting ns
 // sets ISTIO_MUTUAL, which matters when auto mTLS is off.
 func nonIstioDRs(drs []cluster.DestinationRule, ns string) (out []DestinationRuleTLS, istioMutual bool) {
 	for _, dr := range drs {
@@ -203,7 +203,7 @@ func mtlsExceptions(m MTLS) []string {
 	return out
 }
 
-// authzOf summarizes the namespace's AuthorizationPolicies (ISTIO.md 4):
+// authzOf summarizes the namespace's AuthorizationPolicies (docs/istio.md 4):
 // ALLOW with no rules is allow-nothing, DENY with an empty rule is deny-all.
 func authzOf(aps []cluster.AuthorizationPolicy) (Authz, int) {
 	var a Authz

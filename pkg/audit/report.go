@@ -89,12 +89,12 @@ type NamespaceReport struct {
 
 // ClientsSendIstioMTLS tells whether meshed clients send Istio mTLS to the
 // namespace: auto mTLS is on, or a DestinationRule sets ISTIO_MUTUAL toward
-// it (ISTIO.md 2.3).
+// it (docs/istio.md 2.3).
 func (n *NamespaceReport) ClientsSendIstioMTLS(autoMTLS bool) bool {
 	return autoMTLS || n.istioMutualDR
 }
 
-// Injection modes, from the namespace's labels (ISTIO.md 1.3).
+// Injection modes, from the namespace's labels (docs/istio.md 1.3).
 const (
 	InjectionEnabled  = "enabled"  // istio-injection=enabled
 	InjectionRevision = "revision" // istio.io/rev=<revision or tag>
@@ -158,7 +158,7 @@ type Pod struct {
 	Reason           string `json:"reason,omitempty"`
 }
 
-// MTLS is the namespace's effective PeerAuthentication (ISTIO.md 2.1).
+// MTLS is the namespace's effective PeerAuthentication (docs/istio.md 2.1).
 type MTLS struct {
 	// Mode is STRICT, PERMISSIVE or DISABLE; UNKNOWN only when Istio's
 	// policies could not be read.
@@ -216,7 +216,7 @@ type TrafficSource struct {
 	Edges  int       `json:"edges"`
 }
 
-// Phases of a migration, in order (DESIGN.md).
+// Phases of a migration, in order (docs/apply.md).
 const (
 	PhaseInject     = "inject"
 	PhasePermissive = "permissive"

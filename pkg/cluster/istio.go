@@ -22,7 +22,7 @@ import (
 	clientsecv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
 )
 
-// Istio's well-known keys (ISTIO.md 1.1, 1.2, 4).
+// Istio's well-known keys (docs/istio.md 1.1, 1.2, 4).
 const (
 	LabelRev          = "istio.io/rev"
 	LabelTag          = "istio.io/tag"
@@ -88,7 +88,7 @@ func (r *Reader) injectors(ctx context.Context) ([]InjectorWebhook, string, erro
 
 // servedVersion returns the first of versions in which group serves
 // resource, or "" when none does. Istio serves v1 from 1.22 on and keeps
-// v1beta1 with the same schema (ISTIO.md 2.4).
+// v1beta1 with the same schema (docs/istio.md 2.4).
 func (r *Reader) servedVersion(group, resource string, versions ...string) (string, error) {
 	for _, v := range versions {
 		list, err := r.Kube.Discovery().ServerResourcesForGroupVersion(group + "/" + v)

@@ -394,7 +394,7 @@ type meshConfigData struct {
 }
 
 // meshConfig reads the mesh ConfigMap: "istio" (or "istio-<rev>" for a
-// revisioned install) in istiod's namespace, key "mesh" (ISTIO.md 2.2).
+// revisioned install) in istiod's namespace, key "mesh" (docs/istio.md 2.2).
 // Absent, Istio's defaults apply.
 func (r *Reader) meshConfig(ctx context.Context, istiodNS string, injectors []InjectorWebhook) (MeshConfig, error) {
 	mc := MeshConfig{RootNamespace: "istio-system", TrustDomain: "cluster.local", EnableAutoMTLS: true, Source: "defaults"}

@@ -104,7 +104,7 @@ type InjectorWebhook struct {
 	Name          string `json:"name"`
 	// Revision is the revision that injects, from the configuration's
 	// istio.io/rev label; a tag's configuration carries the revision the tag
-	// points to (ISTIO.md 1.2).
+	// points to (docs/istio.md 1.2).
 	Revision          string                `json:"revision"`
 	Tag               string                `json:"tag,omitempty"`
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
@@ -112,7 +112,7 @@ type InjectorWebhook struct {
 	ServiceNamespace  string                `json:"serviceNamespace,omitempty"`
 }
 
-// MeshConfig holds the mesh settings the audit uses (ISTIO.md 2.2).
+// MeshConfig holds the mesh settings the audit uses (docs/istio.md 2.2).
 type MeshConfig struct {
 	RootNamespace  string `json:"rootNamespace"`
 	TrustDomain    string `json:"trustDomain"`

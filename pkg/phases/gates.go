@@ -69,7 +69,7 @@ type Expect struct {
 	Inbound []string
 }
 
-// VerifyGate is DESIGN.md's verify gate, judged as the audit judges
+// VerifyGate is the verify gate (docs/apply.md), judged as the audit judges
 // readiness for STRICT: real inbound traffic over the window, none of it
 // plaintext, every pod meshed, no DestinationRule turning TLS off toward
 // the namespace. No traffic at all is inconclusive, never a pass; so is a

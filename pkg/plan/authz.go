@@ -78,7 +78,7 @@ type caller struct {
 
 // authzPhase generates one ALLOW policy per destination workload from the
 // observed callers (principals, ports where known), then a namespace-wide
-// allow-nothing policy (ISTIO.md 4). It is first applied as dry-run; with
+// allow-nothing policy (docs/istio.md 4). It is first applied as dry-run; with
 // --authz enforce the policies are enforced after a gate sees no shadow
 // denials, allows before allow-nothing, so nothing observed is denied.
 func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []string) {
@@ -273,7 +273,7 @@ func withStepDryRun(st Step, on bool) Step {
 }
 
 // withDryRun copies a policy manifest with or without Istio's dry-run
-// annotation (ISTIO.md 4): dry-run policies only log shadow decisions.
+// annotation (docs/istio.md 4): dry-run policies only log shadow decisions.
 func withDryRun(obj map[string]any, on bool) map[string]any {
 	out := make(map[string]any, len(obj))
 	for k, v := range obj {

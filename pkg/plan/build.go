@@ -21,7 +21,7 @@ type Input struct {
 	Graph    *traffic.Graph
 }
 
-// Istio's namespace injection labels (ISTIO.md 1.1).
+// Istio's namespace injection labels (docs/istio.md 1.1).
 const (
 	labelInjection = "istio-injection"
 	labelRev       = "istio.io/rev"

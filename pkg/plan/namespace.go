@@ -25,7 +25,7 @@ type labelPlan struct {
 // planLabels picks the namespace's injection label: keep a selection an
 // injector serves; else istio-injection=enabled where a default injector
 // (or the "default" revision tag) serves it; else istio.io/rev=R where the
-// mesh has a single revision. Never both labels (ISTIO.md 1.3: istio-injection
+// mesh has a single revision. Never both labels (docs/istio.md 1.3: istio-injection
 // wins and the revision webhooks require it absent). An explicit
 // istio-injection=disabled is never overridden.
 func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
@@ -77,7 +77,7 @@ func (b *builder) planLabels(nr *audit.NamespaceReport) labelPlan {
 	if rev := cur[labelRev]; rev != "" {
 		if _, ok := b.cls.InjectorFor(map[string]string{labelRev: rev}); ok {
 			// Both labels, and only the revision is served: istio-injection
-			// shadows it (ISTIO.md 1.3), so removing it makes rev inject.
+			// shadows it (docs/istio.md 1.3), so removing it makes rev inject.
 			return with(labelRev, rev, labelInjection)
 		}
 		return blocked(fmt.Sprintf("no injector serves %s=%s (installed: %s): re-plan with --revision", labelRev, cur[labelRev], revisionsInstalled(s)))
@@ -218,7 +218,7 @@ func rollup(steps []Step) (string, string) {
 
 // permissivePhase pins the namespace with a namespace-wide PERMISSIVE
 // PeerAuthentication. It reuses the namespace-wide policy in force, whatever
-// its name: Istio honours only the oldest namespace-wide policy (ISTIO.md
+// its name: Istio honours only the oldest namespace-wide policy (docs/istio.md
 // 2.1), so a second one named "default" would be ignored. It never lowers a
 // STRICT namespace.
 func (b *builder) permissivePhase(nr *audit.NamespaceReport) (Phase, string) {

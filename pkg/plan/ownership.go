@@ -36,7 +36,7 @@ func (b *builder) ownersOf(ns, kind, name string) []cluster.Owner {
 // force would take the fields it set, and its next sync would silently put
 // them back while the checkpoint says done. A second namespace-wide
 // PeerAuthentication beside such a policy is no way out either: Istio
-// honours only the oldest one (ISTIO.md 2.1).
+// honours only the oldest one (docs/istio.md 2.1).
 func (b *builder) notTakenOver(ns string, ph Phase) Phase {
 	blocked := false
 	for i := range ph.Steps {

@@ -17,7 +17,7 @@ const (
 	Kind       = "MigrationPlan"
 )
 
-// Phases, in the order they run (DESIGN.md).
+// Phases, in the order they run (docs/apply.md).
 const (
 	PhaseInject     = "inject"
 	PhasePermissive = "permissive"

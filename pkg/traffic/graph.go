@@ -23,7 +23,7 @@ const (
 )
 
 // Security of an edge, from the destination sidecar's
-// connection_security_policy label (ISTIO.md 3.2).
+// connection_security_policy label (docs/istio.md 3.2).
 const (
 	MutualTLS = "mutual_tls" // the server sidecar saw a peer certificate
 	Plaintext = "plaintext"  // "none": the server sidecar accepted plaintext
@@ -67,7 +67,7 @@ type Edge struct {
 }
 
 // UnmeshedSource tells a client that carries no sidecar: Istio could not
-// identify it (ISTIO.md 3.2).
+// identify it (docs/istio.md 3.2).
 func (e Edge) UnmeshedSource() bool {
 	return e.Source.Workload == UnknownWorkload || e.Source.Workload == ""
 }

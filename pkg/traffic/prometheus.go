@@ -44,7 +44,7 @@ func countOverWindow(metric, w string) string {
 // breaks under STRICT all the same). Aggregated server-side, never one query
 // per pod. Only destination-side series are used: on source series
 // connection_security_policy is always "unknown", and a client without a
-// sidecar reports nothing (ISTIO.md 3.2, 3.3). Waypoints report for ambient.
+// sidecar reports nothing (docs/istio.md 3.2, 3.3). Waypoints report for ambient.
 func Queries(window time.Duration) map[string]string {
 	w := model.Duration(window).String()
 	return map[string]string{
@@ -197,7 +197,7 @@ func EdgesFromVector(vec model.Vector, protocol string) []Edge {
 }
 
 // principal strips "spiffe://": AuthorizationPolicy principals omit it
-// (ISTIO.md 3.2); "unknown" (plaintext) becomes empty.
+// (docs/istio.md 3.2); "unknown" (plaintext) becomes empty.
 func principal(p string) string {
 	if p == UnknownWorkload {
 		return ""

@@ -3,7 +3,7 @@
 // webhook, served on 127.0.0.1 with its own CA and registered under Istio's
 // configuration names and selectors (internal/istiofixture), so the real API
 // server decides which pods it sees exactly as it would for Istio. It then
-// mutates pods the way Istio's injector does (../shared/ISTIO.md 1.3-1.4):
+// mutates pods the way Istio's injector does (docs/istio.md 1.3-1.4):
 //
 //   - skips hostNetwork pods, the namespaces Istio never injects, and pods
 //     with sidecar.istio.io/inject=false (label wins over annotation)
