@@ -52,10 +52,10 @@ type Task struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// String is the task as the queue prints it.
+// String is the task as the queue prints it, after its namespace.
 func (t Task) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "wave %d %s %s: %s", t.Wave, t.Namespace, t.Phase, t.Kind)
+	fmt.Fprintf(&b, "wave %d %s: %s", t.Wave, t.Phase, t.Kind)
 	switch {
 	case t.Gate != "":
 		b.WriteString(" " + t.Gate)
