@@ -358,8 +358,8 @@ func namespacesFlag(cmd *cobra.Command) []string {
 
 // Validate rejects bad input before anything is read.
 func (o *ApplyOptions) Validate() error {
-	if o.Output != "" && o.Output != "json" {
-		return fmt.Errorf("unknown output format %q: use json or leave -o out", o.Output)
+	if err := checkOutput(o.Output, "", "json"); err != nil {
+		return err
 	}
 	if o.Phase != "" && o.Through != "" {
 		return errors.New("--phase and --through exclude each other: pick one")

@@ -180,10 +180,10 @@ func TestExecCommandsRejectBadInput(t *testing.T) {
 		{[]string{"rollback", "-n", "shop", "--all", "--dry-run=maybe"}, `--dry-run="maybe"`},
 		{[]string{"rollback", "-n", "shop", "--all", "--lease-duration", "1s"}, "--lease-duration must be at least 3s, got 1s"},
 		{[]string{"unlock"}, "unlock needs exactly one namespace, named explicitly: -n NS"},
-		{[]string{"status", "-n", "shop", "-o", "wide"}, `-o "wide": want table, yaml or json`},
+		{[]string{"status", "-n", "shop", "-o", "wide"}, `unknown output format "wide": use table, yaml or json`},
 		{[]string{"verify", "-n", "shop", "--no-traffic"}, "verify judges live telemetry: --no-traffic and --traffic-file cannot pass its gate"},
 		{[]string{"verify", "-n", "shop", "--traffic-file", trafficFile}, "verify judges live telemetry"},
-		{[]string{"verify", "-n", "shop", "-o", "yaml"}, `-o "yaml": want table or json`},
+		{[]string{"verify", "-n", "shop", "-o", "yaml"}, `unknown output format "yaml": use table or json`},
 	} {
 		api, kubeconfig := startAPI(t)
 		r := &fakeReader{snap: estate()}

@@ -188,10 +188,8 @@ func newReader(configFlags *genericclioptions.ConfigFlags) (*cluster.Reader, err
 
 // Validate rejects bad input before anything is read.
 func (o *AuditOptions) Validate() error {
-	switch o.Output {
-	case "table", "wide", "json", "yaml":
-	default:
-		return fmt.Errorf("unknown output format %q: use table, wide, json or yaml", o.Output)
+	if err := checkOutput(o.Output, "table", "wide", "json", "yaml"); err != nil {
+		return err
 	}
 	if o.Selector != "" {
 		if _, err := labels.Parse(o.Selector); err != nil {

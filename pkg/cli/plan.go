@@ -176,10 +176,8 @@ func (o *PlanOptions) Complete(cmd *cobra.Command) error {
 
 // Validate rejects bad input before anything is read.
 func (o *PlanOptions) Validate() error {
-	switch o.Output {
-	case "table", "yaml", "json":
-	default:
-		return fmt.Errorf("unknown output format %q: use table, yaml or json", o.Output)
+	if err := checkOutput(o.Output, "table", "yaml", "json"); err != nil {
+		return err
 	}
 	switch o.Plan.Target {
 	case plan.TargetStrict, plan.TargetPermissive:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/olekukonko/tablewriter"
@@ -388,4 +389,26 @@ func renderRows(w io.Writer, header []string, rows [][]string) error {
 		}
 	}
 	return t.Render()
+}
+
+// checkOutput is every command's check of -o: format must be one of
+// allowed ("" stands for leaving -o out), with one wording for all.
+func checkOutput(format string, allowed ...string) error {
+	if slices.Contains(allowed, format) {
+		return nil
+	}
+	var names []string
+	for _, a := range allowed {
+		if a != "" {
+			names = append(names, a)
+		}
+	}
+	if slices.Contains(allowed, "") {
+		names = append(names, "leave -o out")
+	}
+	want := names[len(names)-1]
+	if len(names) > 1 {
+		want = strings.Join(names[:len(names)-1], ", ") + " or " + want
+	}
+	return fmt.Errorf("unknown output format %q: use %s", format, want)
 }

@@ -195,11 +195,7 @@ func (o *StatusOptions) Complete(cmd *cobra.Command) error {
 
 // Validate rejects bad input.
 func (o *StatusOptions) Validate() error {
-	switch o.Output {
-	case "table", "yaml", "json":
-		return nil
-	}
-	return fmt.Errorf("-o %q: want table, yaml or json", o.Output)
+	return checkOutput(o.Output, "table", "yaml", "json")
 }
 
 // Run prints the status.

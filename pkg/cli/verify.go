@@ -70,8 +70,8 @@ Exit codes: 0 every namespace passes, 1 error, 2 some namespace does not pass
 
 // Validate rejects bad input.
 func (o *VerifyOptions) Validate() error {
-	if o.Output != "table" && o.Output != "json" {
-		return fmt.Errorf("-o %q: want table or json", o.Output)
+	if err := checkOutput(o.Output, "table", "json"); err != nil {
+		return err
 	}
 	if o.Traffic.NoTraffic || o.Traffic.File != "" {
 		return errors.New("verify judges live telemetry: --no-traffic and --traffic-file cannot pass its gate")

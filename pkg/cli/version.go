@@ -41,7 +41,7 @@ func NewCmdVersion(streams genericiooptions.IOStreams) *cobra.Command {
 			case "json":
 				return printObject(streams.Out, &info, "json")
 			default:
-				return fmt.Errorf("unknown output format %q: use json or leave -o out", output)
+				return checkOutput(output, "", "json")
 			}
 		},
 	}
