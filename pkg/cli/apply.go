@@ -271,11 +271,9 @@ const (
 	resultDryRun     = "dry-run"
 )
 
-func newCmdApply(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, connect connector) *cobra.Command {
+func newCmdApply(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
 	o := NewApplyOptions(configFlags, streams)
-	if connect != nil {
-		o.connect = connect
-	}
+	o.connect = f.Executor
 	cmd := &cobra.Command{
 		Use:   "apply -f PLAN [--phase P | --through P] [-n NS[,NS...]] [--dry-run=none|client|server] [--yes] [-o json]",
 		Short: "Execute a plan: phases in wave order, gates between them, checkpoints in the cluster",

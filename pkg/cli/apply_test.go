@@ -108,7 +108,7 @@ func runAgainst(t *testing.T, kubeconfig string, r *fakeReader, args ...string) 
 	if r != nil {
 		reader = r
 	}
-	cmd := newRootCommand(streams, reader, nil)
+	cmd := newRootCommand(streams, &Factory{reader: reader})
 	cmd.SetArgs(append(args, "--kubeconfig", kubeconfig))
 	cmd.SetContext(context.Background())
 	code = ExitCode(cmd.Execute(), &errOut)

@@ -46,9 +46,10 @@ type AuditOptions struct {
 	Output        string
 	Traffic       TrafficFlags
 
-	scope  cluster.Scope
-	reader snapshotReader
-	color  bool
+	scope   cluster.Scope
+	factory *Factory
+	reader  snapshotReader
+	color   bool
 }
 
 // NewAuditOptions returns options with their defaults.
@@ -58,12 +59,12 @@ func NewAuditOptions(configFlags *genericclioptions.ConfigFlags, streams generic
 
 // NewCmdAudit builds `kubectl meshmigrate audit`.
 func NewCmdAudit(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	return newCmdAudit(configFlags, streams, nil)
+	return newCmdAudit(configFlags, streams, NewFactory(configFlags))
 }
 
-func newCmdAudit(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
+func newCmdAudit(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
 	o := NewAuditOptions(configFlags, streams)
-	o.reader = reader
+	o.factory = f
 	cmd := &cobra.Command{
 		Use:   "audit [-n NS[,NS...] | -A] [-l SELECTOR] [-o table|wide|json|yaml]",
 		Short: "Report where each namespace stands: injection, pods, mTLS, authorization, next phase",
@@ -101,15 +102,8 @@ func (o *AuditOptions) Complete(cmd *cobra.Command) error {
 		return err
 	}
 	o.color = colorEnabled(o.Out)
-	if o.reader != nil {
-		return nil
-	}
-	reader, err := newReader(o.configFlags)
-	if err != nil {
-		return err
-	}
-	o.reader = reader
-	return nil
+	o.reader, err = o.factory.Reader()
+	return err
 }
 
 // readAndAudit reads the namespaces in scope and the traffic the flags ask

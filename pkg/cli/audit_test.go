@@ -87,7 +87,11 @@ func run(t *testing.T, r *fakeReader, args ...string) (stdout, stderr string, co
 	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
 	// The fake stands in for the cluster; flags go through the real root
 	// command, ConfigFlags included.
-	cmd := newRootCommand(streams, r, nil)
+	f := &Factory{}
+	if r != nil {
+		f.reader = r
+	}
+	cmd := newRootCommand(streams, f)
 	// No cluster here: traffic comes from a file or is not read.
 	if !strings.Contains(strings.Join(args, " "), "traffic") && !strings.Contains(strings.Join(args, " "), "prometheus") {
 		args = append(args, "--no-traffic")

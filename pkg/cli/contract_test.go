@@ -14,10 +14,13 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	k8stesting "k8s.io/client-go/testing"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/managedfields"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -231,29 +234,39 @@ func TestStatusOutputsMatchTheSchema(t *testing.T) {
 func runApply(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	t.Setenv("NO_COLOR", "")
+	// The dynamic fake over client-go's field-managed tracker: server-side
+	// apply with real field ownership, as the API server does it.
 	scheme := runtime.NewScheme()
-	_ = corev1.AddToScheme(scheme)
-	lists := map[schema.GroupVersionResource]string{
-		{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}:   "PeerAuthenticationList",
-		{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}: "AuthorizationPolicyList",
-		{Group: "apps", Version: "v1", Resource: "deployments"}:                        "DeploymentList",
+	for _, gvk := range []schema.GroupVersionKind{
+		{Version: "v1", Kind: "Namespace"},
+		{Group: "apps", Version: "v1", Kind: "Deployment"},
+		{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
+		{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicy"},
+	} {
+		scheme.AddKnownTypeWithName(gvk, &unstructured.Unstructured{})
+		scheme.AddKnownTypeWithName(gvk.GroupVersion().WithKind(gvk.Kind+"List"), &unstructured.UnstructuredList{})
 	}
-	var objs []runtime.Object
+	tracker := k8stesting.NewFieldManagedObjectTracker(scheme, serializer.NewCodecFactory(scheme).UniversalDecoder(), managedfields.NewDeducedTypeConverter())
 	for _, ns := range estate().Namespaces {
-		objs = append(objs, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
-			"metadata": map[string]any{"name": ns.Name, "labels": toAny(ns.Labels)}}})
+		if err := tracker.Add(&unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+			"metadata": map[string]any{"name": ns.Name, "labels": toAny(ns.Labels)}}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, w := range [][2]string{{"legacy", "batch"}, {"payments", "api"}, {"shop", "web"}} {
-		objs = append(objs, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
-			"metadata": map[string]any{"name": w[1], "namespace": w[0]}}})
+		if err := tracker.Add(&unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{"name": w[1], "namespace": w[0]}}}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, lists, objs...)
+	dyn := dynamicfake.NewSimpleDynamicClient(scheme)
+	dyn.PrependReactor("*", "*", k8stesting.ObjectReaction(tracker))
 	kube := kubefake.NewClientset()
 	connect := func(f *ExecFlags) (*phases.Cluster, phases.Observer, error) {
 		return &phases.Cluster{Kube: kube, Dynamic: dyn}, &clusterObserver{reader: &fakeReader{snap: estate()}, traffic: f.Traffic}, nil
 	}
 	var out, errOut bytes.Buffer
-	cmd := newRootCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, nil, connect)
+	cmd := newRootCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, &Factory{connect: connect, kube: kube})
 	cmd.SetArgs(append([]string{"apply"}, args...))
 	cmd.SetContext(context.Background())
 	code = ExitCode(cmd.Execute(), &errOut)

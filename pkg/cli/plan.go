@@ -48,9 +48,10 @@ type PlanOptions struct {
 	// MinVerifyWindow fills Plan.MinVerifyWindow.
 	MinVerifyWindow time.Duration
 
-	scope  cluster.Scope
-	reader snapshotReader
-	color  bool
+	scope   cluster.Scope
+	factory *Factory
+	reader  snapshotReader
+	color   bool
 }
 
 // NewPlanOptions returns options with their defaults.
@@ -59,9 +60,9 @@ func NewPlanOptions(configFlags *genericclioptions.ConfigFlags, streams generici
 		Plan: plan.Options{Target: plan.TargetStrict, Authz: plan.AuthzEnforce}, MinVerifyWindow: plan.DefaultMinVerifyWindow}
 }
 
-func newCmdPlan(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
+func newCmdPlan(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, factory *Factory) *cobra.Command {
 	o := NewPlanOptions(configFlags, streams)
-	o.reader = reader
+	o.factory = factory
 	cmd := &cobra.Command{
 		Use:   "plan [-n NS[,NS...] | -A | -l SELECTOR] [-o table|yaml|json] [--out-dir DIR]",
 		Short: "Make a reviewable, ordered migration plan: inject, PERMISSIVE, verify, STRICT, authorization",
@@ -166,10 +167,8 @@ func (o *PlanOptions) Complete(cmd *cobra.Command) error {
 			o.Output = "table"
 		}
 	}
-	if o.reader == nil {
-		if o.reader, err = newReader(o.configFlags); err != nil {
-			return err
-		}
+	if o.reader, err = o.factory.Reader(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -13,13 +13,18 @@ import (
 // standard kubectl flags (--kubeconfig, --context, -n, --as, ...) come from
 // cli-runtime's ConfigFlags, shared by every subcommand.
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
-	return newRootCommand(streams, nil, nil)
+	return newRootCommand(streams, nil)
 }
 
 // newRootCommand lets tests hand in a fake cluster reader, and a fake
 // cluster for apply; nil reaches the cluster the flags point at.
-func newRootCommand(streams genericiooptions.IOStreams, reader snapshotReader, connect connector) *cobra.Command {
+func newRootCommand(streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
 	configFlags := genericclioptions.NewConfigFlags(true)
+	if f == nil {
+		f = NewFactory(configFlags)
+	} else {
+		f.configFlags = configFlags
+	}
 	root := &cobra.Command{
 		Use:   "kubectl-meshmigrate",
 		Short: "Move namespaces safely into the Istio mesh: audit, plan, STRICT mTLS, deny-by-default",
@@ -38,13 +43,13 @@ Follow it:            kubectl meshmigrate status -A`,
 	}
 	configFlags.AddFlags(root.PersistentFlags())
 	registerCompletions(root, configFlags)
-	root.AddCommand(newCmdAudit(configFlags, streams, reader))
-	root.AddCommand(newCmdPlan(configFlags, streams, reader))
-	root.AddCommand(newCmdApply(configFlags, streams, connect))
-	root.AddCommand(newCmdStatus(configFlags, streams))
-	root.AddCommand(newCmdVerify(configFlags, streams, reader))
-	root.AddCommand(newCmdRollback(configFlags, streams))
-	root.AddCommand(newCmdUnlock(configFlags, streams))
+	root.AddCommand(newCmdAudit(configFlags, streams, f))
+	root.AddCommand(newCmdPlan(configFlags, streams, f))
+	root.AddCommand(newCmdApply(configFlags, streams, f))
+	root.AddCommand(newCmdStatus(configFlags, streams, f))
+	root.AddCommand(newCmdVerify(configFlags, streams, f))
+	root.AddCommand(newCmdRollback(configFlags, streams, f))
+	root.AddCommand(newCmdUnlock(configFlags, streams, f))
 	root.AddCommand(NewCmdTraffic(configFlags, streams))
 	root.AddCommand(NewCmdVersion(streams))
 	return root

@@ -20,6 +20,7 @@ import (
 // RollbackOptions are the options of `kubectl meshmigrate rollback`.
 type RollbackOptions struct {
 	configFlags *genericclioptions.ConfigFlags
+	factory     *Factory
 	genericiooptions.IOStreams
 
 	To   string
@@ -37,8 +38,9 @@ func NewRollbackOptions(configFlags *genericclioptions.ConfigFlags, streams gene
 	return &RollbackOptions{configFlags: configFlags, IOStreams: streams}
 }
 
-func newCmdRollback(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+func newCmdRollback(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
 	o := NewRollbackOptions(configFlags, streams)
+	o.factory = f
 	cmd := &cobra.Command{
 		Use:   "rollback -n NS[,NS...] (--to PHASE | --all) [--dry-run=none|client|server] [--yes]",
 		Short: "Undo namespaces' migration, from the undo records in their checkpoints",
@@ -110,7 +112,7 @@ func (o *RollbackOptions) Validate() error {
 
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context) error {
-	ex, err := newExecutor(connectTo(o.configFlags), textEvents(o.Out), &o.Exec, phases.Options{BreakDependents: o.BreakDependents, AcceptRestarts: o.AcceptRestarts})
+	ex, err := newExecutor(o.factory.Executor, textEvents(o.Out), &o.Exec, phases.Options{BreakDependents: o.BreakDependents, AcceptRestarts: o.AcceptRestarts})
 	if err != nil {
 		return err
 	}
@@ -150,6 +152,7 @@ func (o *RollbackOptions) Run(ctx context.Context) error {
 // StatusOptions are the options of `kubectl meshmigrate status`.
 type StatusOptions struct {
 	configFlags *genericclioptions.ConfigFlags
+	factory     *Factory
 	genericiooptions.IOStreams
 
 	AllNamespaces bool
@@ -163,8 +166,9 @@ func NewStatusOptions(configFlags *genericclioptions.ConfigFlags, streams generi
 	return &StatusOptions{configFlags: configFlags, IOStreams: streams, Output: "table"}
 }
 
-func newCmdStatus(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+func newCmdStatus(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
 	o := NewStatusOptions(configFlags, streams)
+	o.factory = f
 	cmd := &cobra.Command{
 		Use:   "status [-n NS[,NS...] | -A] [-o table|yaml|json]",
 		Short: "Show where each namespace's migration stands: phase, last gate, lock holder",
@@ -200,7 +204,7 @@ func (o *StatusOptions) Validate() error {
 
 // Run prints the status.
 func (o *StatusOptions) Run(ctx context.Context) error {
-	kube, err := kubeClient(o.configFlags)
+	kube, err := o.factory.Kube()
 	if err != nil {
 		return err
 	}
@@ -291,12 +295,13 @@ func kubeClient(configFlags *genericclioptions.ConfigFlags) (kubernetes.Interfac
 // UnlockOptions are the options of `kubectl meshmigrate unlock`.
 type UnlockOptions struct {
 	configFlags *genericclioptions.ConfigFlags
+	factory     *Factory
 	genericiooptions.IOStreams
 	namespace string
 }
 
-func newCmdUnlock(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &UnlockOptions{configFlags: configFlags, IOStreams: streams}
+func newCmdUnlock(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
+	o := &UnlockOptions{configFlags: configFlags, IOStreams: streams, factory: f}
 	return &cobra.Command{
 		Use:   "unlock -n NS",
 		Short: "Release a namespace's lock whose holder you know is dead",
@@ -319,7 +324,7 @@ run in beside it: check "kubectl meshmigrate status" first.`,
 
 // Run releases the lock.
 func (o *UnlockOptions) Run(ctx context.Context) error {
-	kube, err := kubeClient(o.configFlags)
+	kube, err := o.factory.Kube()
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ type VerifyOptions struct {
 	Output        string
 	Traffic       TrafficFlags
 
-	reader snapshotReader
+	factory *Factory
 }
 
 // NewVerifyOptions returns options with their defaults.
@@ -33,9 +33,9 @@ func NewVerifyOptions(configFlags *genericclioptions.ConfigFlags, streams generi
 	return &VerifyOptions{configFlags: configFlags, IOStreams: streams, Output: "table"}
 }
 
-func newCmdVerify(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, reader snapshotReader) *cobra.Command {
+func newCmdVerify(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
 	o := NewVerifyOptions(configFlags, streams)
-	o.reader = reader
+	o.factory = f
 	cmd := &cobra.Command{
 		Use:   "verify [-n NS[,NS...] | -A | -l SELECTOR] [traffic flags]",
 		Short: "Run the verify gate alone: may these namespaces go STRICT now?",
@@ -87,13 +87,9 @@ type VerifyResult struct {
 
 // Run evaluates the gate.
 func (o *VerifyOptions) Run(ctx context.Context, scope cluster.Scope) error {
-	reader := o.reader
-	if reader == nil {
-		r, err := newReader(o.configFlags)
-		if err != nil {
-			return err
-		}
-		reader = r
+	reader, err := o.factory.Reader()
+	if err != nil {
+		return err
 	}
 	_, report, _, err := readAndAudit(ctx, reader, scope, &o.Traffic, o.configFlags)
 	if err != nil {
