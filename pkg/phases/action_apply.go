@@ -125,4 +125,4 @@ func (applyAction) check(ns string, r Record) error {
 
 func (applyAction) made(r Record, m *plan.Made) { m.Objects[strings.ToLower(r.Target)] = true }
 
-func (applyAction) undoneLast() bool { return false }
+func (applyAction) restarts() bool { return false }

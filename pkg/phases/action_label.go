@@ -128,4 +128,4 @@ func (labelAction) made(r Record, m *plan.Made) {
 	m.Injected = true
 }
 
-func (labelAction) undoneLast() bool { return false }
+func (labelAction) restarts() bool { return false }

@@ -114,4 +114,4 @@ func (restartAction) check(_ string, r Record) error {
 
 func (restartAction) made(_ Record, m *plan.Made) { m.Injected = true }
 
-func (restartAction) undoneLast() bool { return true }
+func (restartAction) restarts() bool { return true }

@@ -30,10 +30,11 @@ type action interface {
 	// check tells whether r's undo record, in namespace ns, is one this
 	// action writes (the checkpoint is untrusted input).
 	check(ns string, r Record) error
-	// undoneLast is true for the changes rollback reverts after all others
-	// (restarts: once the injection labels are back, so the pods they
-	// roll come back as they were).
-	undoneLast() bool
+	// restarts is true for a change that rolls pods: apply waits for its
+	// rollout before the next step, and rollback reverts it after all
+	// others (once the injection labels are back, so the pods it rolls
+	// come back as they were).
+	restarts() bool
 	// made adds what r changed to m (the staleness check of a resumed
 	// namespace).
 	made(r Record, m *plan.Made)

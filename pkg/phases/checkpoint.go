@@ -306,7 +306,7 @@ func UndoOrder(records []Record, to string) []Record {
 		if phaseIndex(r.Phase) <= keep {
 			continue
 		}
-		if act, err := actionFor(r.Action); err == nil && act.undoneLast() {
+		if act, err := actionFor(r.Action); err == nil && act.restarts() {
 			restarts = append(restarts, r)
 		} else {
 			changes = append(changes, r)

@@ -153,7 +153,9 @@ func phaseTasks(p *plan.Plan, ns, phase string, cp *Checkpoint) []Task {
 		}
 	}
 	for i, st := range ph.Steps {
-		if st.Action != plan.ActionRestartWorkload {
+		act, err := actionFor(st.Action)
+		rolls := err == nil && act.restarts()
+		if !rolls {
 			waitRollouts()
 		}
 		t := task(TaskChange, i)
@@ -174,7 +176,7 @@ func phaseTasks(p *plan.Plan, ns, phase string, cp *Checkpoint) []Task {
 			if st.Forced {
 				t.Reason = "FORCED by --force-strict over: " + st.Reason
 			}
-			if st.Action == plan.ActionRestartWorkload {
+			if rolls {
 				restarts++
 			}
 		}
