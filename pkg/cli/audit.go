@@ -89,7 +89,7 @@ Exit codes: 0 clean, 1 error, 2 findings (errors or warnings) need attention.`,
 	}
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Audit every namespace (Istio's own and the ignored system namespaces are listed but not judged)")
 	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Audit the namespaces whose labels match this selector (e.g. team=payments)")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "Output format: table, wide, json or yaml")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", o.Output, "Output format: table, wide, json, yaml, or a kubectl template (jsonpath=..., go-template=...)")
 	o.Traffic.AddFlags(cmd.Flags())
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json", "yaml"))
 	return cmd
@@ -182,7 +182,7 @@ func newReader(configFlags *genericclioptions.ConfigFlags) (*cluster.Reader, err
 
 // Validate rejects bad input before anything is read.
 func (o *AuditOptions) Validate() error {
-	if err := checkOutput(o.Output, "table", "wide", "json", "yaml"); err != nil {
+	if err := checkObjectOutput(o.Output, "table", "wide", "json", "yaml"); err != nil {
 		return err
 	}
 	if o.Selector != "" {

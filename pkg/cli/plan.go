@@ -94,7 +94,7 @@ Output: a table on a terminal, else YAML. Exit codes: 0 nothing blocked,
 	f := cmd.Flags()
 	f.BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "Plan every namespace (Istio's own and the system namespaces are listed as skipped)")
 	f.StringVarP(&o.Selector, "selector", "l", "", "Plan the namespaces whose labels match this selector")
-	f.StringVarP(&o.Output, "output", "o", "", "Output format: table, yaml or json (default: table on a terminal, else yaml)")
+	f.StringVarP(&o.Output, "output", "o", "", "Output format: table, yaml, json, or a kubectl template (jsonpath=..., go-template=...) (default: table on a terminal, else yaml)")
 	f.StringVar(&o.OutDir, "out-dir", "", "Also write the manifests of each phase, one file per phase per namespace, under this directory")
 	f.StringVar(&o.Plan.Target, "target", o.Plan.Target, "Where the migration ends: strict, or permissive (stop before STRICT)")
 	f.StringVar(&o.Plan.Authz, "authz", o.Plan.Authz, "Authorization policies from observed callers: off, dry-run (leave them in dry-run) or enforce (after a gate sees no shadow denials)")
@@ -175,7 +175,7 @@ func (o *PlanOptions) Complete(cmd *cobra.Command) error {
 
 // Validate rejects bad input before anything is read.
 func (o *PlanOptions) Validate() error {
-	if err := checkOutput(o.Output, "table", "yaml", "json"); err != nil {
+	if err := checkObjectOutput(o.Output, "table", "yaml", "json"); err != nil {
 		return err
 	}
 	switch o.Plan.Target {
@@ -234,9 +234,11 @@ func (o *PlanOptions) Run(ctx context.Context) error {
 		}
 		fmt.Fprintf(o.ErrOut, "Wrote the manifests of plan %s under %s\n", p.ID, o.OutDir)
 	}
-	switch o.Output {
-	case "table":
+	switch {
+	case o.Output == "table":
 		err = printPlan(o.Out, p, o.color)
+	case isTemplate(o.Output):
+		err = printTemplate(o.Out, p, o.Output)
 	default:
 		var b []byte
 		if b, err = p.Marshal(o.Output == "json"); err == nil {

@@ -12,6 +12,8 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 
@@ -138,6 +140,9 @@ func printObject(w io.Writer, v any, format string) error {
 	case "yaml":
 		b, err = yaml.Marshal(v)
 	default:
+		if isTemplate(format) {
+			return printTemplate(w, v, format)
+		}
 		return fmt.Errorf("unknown output format %q", format)
 	}
 	if err != nil {
@@ -149,11 +154,59 @@ func printObject(w io.Writer, v any, format string) error {
 
 func printReport(w io.Writer, r *audit.Report, format string, color bool) error {
 	switch format {
-	case "json", "yaml":
-		return printObject(w, r, format)
-	default:
+	case "table", "wide":
 		return printTables(w, r, format == "wide", color)
+	default:
+		return printObject(w, r, format)
 	}
+}
+
+// templateFormats are kubectl's -o formats that print part of an object
+// (-o jsonpath='{.namespaces[*].name}'), for the outputs that carry an
+// apiVersion and a kind as Kubernetes objects do (the audit report, the
+// plan).
+var templateFormats = []string{"jsonpath=", "jsonpath-as-json=", "jsonpath-file=", "go-template=", "go-template-file=", "template=", "templatefile="}
+
+func isTemplate(format string) bool {
+	for _, prefix := range templateFormats {
+		if strings.HasPrefix(format, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// printTemplate prints v through kubectl's own printers (cli-runtime's
+// PrintFlags), as an unstructured object.
+func printTemplate(w io.Writer, v any, format string) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	obj := &unstructured.Unstructured{}
+	if err := json.Unmarshal(b, &obj.Object); err != nil {
+		return err
+	}
+	pf := genericclioptions.NewPrintFlags("")
+	pf.OutputFormat = &format
+	p, err := pf.ToPrinter()
+	if err != nil {
+		return fmt.Errorf("-o %s: %w", format, err)
+	}
+	return p.PrintObj(obj, w)
+}
+
+// checkObjectOutput is checkOutput for an output that carries an
+// apiVersion and a kind: kubectl's templates are allowed too.
+func checkObjectOutput(format string, allowed ...string) error {
+	if isTemplate(format) {
+		return nil
+	}
+	err := checkOutput(format, allowed...)
+	if err != nil {
+		return fmt.Errorf("%w, or a template: jsonpath=..., go-template=...", err)
+	}
+	return nil
 }
 
 func mtlsCell(m audit.MTLS) string {
