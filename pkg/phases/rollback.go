@@ -39,19 +39,15 @@ func (e *ConflictError) Error() string {
 // while a caller among them loses its sidecars.
 func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string) (*Outcome, error) {
 	out := &Outcome{}
+	cps, err := e.storedCheckpoints(ctx, namespaces, to)
+	if err != nil {
+		return out, err
+	}
 	var stored []string
 	for _, ns := range namespaces {
-		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
-		if err != nil {
-			return nil, err
+		if cps[ns] != nil {
+			stored = append(stored, ns)
 		}
-		if !cp.Stored() {
-			if err := e.noCheckpoint(ctx, ns, to); err != nil {
-				return out, err
-			}
-			continue
-		}
-		stored = append(stored, ns)
 	}
 	if len(stored) == 0 {
 		return out, nil
@@ -60,7 +56,6 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		var err error
 		locks, err = e.Cluster.AcquireAll(runCtx, stored, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Clock.Now, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
@@ -69,21 +64,14 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 		ctx = runCtx
 	}
 	// Again under the locks: another run may have moved them.
-	e.cps = map[string]*Checkpoint{}
-	set := stored[:0:0]
+	if e.cps, err = e.storedCheckpoints(ctx, stored, to); err != nil {
+		return out, err
+	}
+	var set []string
 	for _, ns := range stored {
-		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
-		if err != nil {
-			return nil, err
+		if e.cps[ns] != nil {
+			set = append(set, ns)
 		}
-		if !cp.Stored() {
-			if err := e.noCheckpoint(ctx, ns, to); err != nil {
-				return out, err
-			}
-			continue
-		}
-		e.cps[ns] = cp
-		set = append(set, ns)
 	}
 	if to == "" {
 		deps, err := e.dependents(ctx, set)
@@ -123,6 +111,27 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 		}
 	}
 	return out, nil
+}
+
+// storedCheckpoints reads the namespaces' checkpoints; one without a
+// checkpoint has nothing to roll back (noCheckpoint says so) and is left
+// out of the map.
+func (e *Executor) storedCheckpoints(ctx context.Context, namespaces []string, to string) (map[string]*Checkpoint, error) {
+	cps := map[string]*Checkpoint{}
+	for _, ns := range namespaces {
+		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
+		if err != nil {
+			return nil, err
+		}
+		if !cp.Stored() {
+			if err := e.noCheckpoint(ctx, ns, to); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		cps[ns] = cp
+	}
+	return cps, nil
 }
 
 // DependentsError refuses a full rollback that would break namespaces
