@@ -47,8 +47,11 @@ func Transient(err error) bool {
 	}
 	var netErr net.Error
 	switch {
+	// Not IsUnexpectedServerError: it only says the body was no Status
+	// (discovery's 404 for a group not served is one), whatever the code;
+	// the code decides, below.
 	case apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err),
-		apierrors.IsInternalError(err), apierrors.IsServiceUnavailable(err), apierrors.IsUnexpectedServerError(err):
+		apierrors.IsInternalError(err), apierrors.IsServiceUnavailable(err):
 		return true
 	case utilnet.IsConnectionReset(err), utilnet.IsConnectionRefused(err), utilnet.IsProbableEOF(err):
 		return true

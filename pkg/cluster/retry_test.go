@@ -50,7 +50,12 @@ func TestTransient(t *testing.T) {
 		{"connection refused", fmt.Errorf("dial: %w", syscall.ECONNREFUSED), true},
 		{"EOF", &url.Error{Op: "Get", URL: "https://10.0.0.1:6443/api/v1/namespaces/shop", Err: io.ErrUnexpectedEOF}, true},
 		{"net timeout", &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}, true},
+		{"500, not a Status", apierrors.NewGenericServerResponse(500, "get", gr, "", "<html>oops</html>", 0, true), true},
 		{"404", apierrors.NewNotFound(gr, "x"), false},
+		// Discovery's answer for a group the server does not serve, and
+		// an RBAC denial of /version: plain bodies, not Status objects.
+		{"404, not a Status", apierrors.NewGenericServerResponse(404, "get", schema.GroupResource{}, "", "404 page not found", 0, true), false},
+		{"403, not a Status", apierrors.NewGenericServerResponse(403, "get", schema.GroupResource{}, "", "forbidden", 0, true), false},
 		{"409", apierrors.NewConflict(gr, "x", errors.New("changed")), false},
 		{"403", apierrors.NewForbidden(gr, "x", errors.New("RBAC")), false},
 		{"410 expired", apierrors.NewResourceExpired("continue token too old"), false},
