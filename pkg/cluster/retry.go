@@ -65,3 +65,14 @@ func Transient(err error) bool {
 	}
 	return false
 }
+
+// retried is OnTransient for a call that returns a value.
+func retried[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	var v T
+	err := OnTransient(ctx, func() error {
+		var err error
+		v, err = fn()
+		return err
+	})
+	return v, err
+}
