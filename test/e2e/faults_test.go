@@ -25,7 +25,7 @@ func TestApplyThroughAPIFaults(t *testing.T) {
 			est := newEstate(ctx, t, c, "faults", 0)
 			_, prom := telemetry(ctx, t, c, est.Series()...)
 			file, p := planEstate(t, c, est, t.TempDir())
-			proxy, err := e2e.StartFaultProxy(c.Client().RESTConfig(), 3)
+			proxy, err := e2e.StartFaultProxy(c.Client().RESTConfig(), 3, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
