@@ -89,9 +89,11 @@ func (r *Reader) injectors(ctx context.Context) ([]InjectorWebhook, string, erro
 // servedVersion returns the first of versions in which group serves
 // resource, or "" when none does. Istio serves v1 from 1.22 on and keeps
 // v1beta1 with the same schema (docs/istio.md 2.4).
-func (r *Reader) servedVersion(group, resource string, versions ...string) (string, error) {
+func (r *Reader) servedVersion(ctx context.Context, group, resource string, versions ...string) (string, error) {
 	for _, v := range versions {
-		list, err := r.Kube.Discovery().ServerResourcesForGroupVersion(group + "/" + v)
+		list, err := retried(ctx, func() (*metav1.APIResourceList, error) {
+			return r.Kube.Discovery().ServerResourcesForGroupVersion(group + "/" + v)
+		})
 		if apierrors.IsNotFound(err) {
 			continue
 		}
@@ -113,11 +115,11 @@ func (r *Reader) servedVersion(group, resource string, versions ...string) (stri
 // Missing CRDs are reported in the availability, not as an error, so the
 // audit still reports injection and pods.
 func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, policyNamespaces []string, clusterWide bool) (IstioAvailability, error) {
-	sec, err := r.servedVersion(securityGroup, "peerauthentications", "v1", "v1beta1")
+	sec, err := r.servedVersion(ctx, securityGroup, "peerauthentications", "v1", "v1beta1")
 	if err != nil {
 		return IstioAvailability{}, err
 	}
-	net, err := r.servedVersion(networkingGroup, "destinationrules", "v1", "v1beta1")
+	net, err := r.servedVersion(ctx, networkingGroup, "destinationrules", "v1", "v1beta1")
 	if err != nil {
 		return IstioAvailability{}, err
 	}

@@ -65,11 +65,32 @@ var (
 	gvrJobs        = schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}
 )
 
+// readAttempts bounds how often Read starts over because a list's continue
+// token expired.
+const readAttempts = 3
+
 // Read takes a Snapshot of the namespaces in scope. Every kind is read once,
 // in pages; namespaced kinds with one cluster-wide list when the scope spans
 // the cluster and RBAC allows it, otherwise namespace by namespace.
+//
+// Every request (each page of a list) is retried on transient errors as
+// OnTransient does, so a gate polling through Read polls on through a
+// restarting or throttling API server. A continue token that expired
+// (410: etcd was compacted past the list's version while it was read)
+// cannot be retried: the whole read starts over, since the pages already
+// read were streamed into the snapshot and a restarted list would visit
+// them again.
 func (r *Reader) Read(ctx context.Context, scope Scope) (*Snapshot, error) {
-	if _, err := r.Kube.Discovery().ServerVersion(); err != nil {
+	for attempt := 1; ; attempt++ {
+		snap, err := r.read(ctx, scope)
+		if err == nil || !(apierrors.IsResourceExpired(err) || apierrors.IsGone(err)) || attempt == readAttempts {
+			return snap, err
+		}
+	}
+}
+
+func (r *Reader) read(ctx context.Context, scope Scope) (*Snapshot, error) {
+	if _, err := retried(ctx, r.Kube.Discovery().ServerVersion); err != nil {
 		return nil, reachError(r.Server, err)
 	}
 	nss, err := r.namespaces(ctx, scope)
@@ -81,7 +102,9 @@ func (r *Reader) Read(ctx context.Context, scope Scope) (*Snapshot, error) {
 	// plan records it so it is never applied to another cluster. Best effort:
 	// the audit does not need it, and an empty UID makes apply fall back to
 	// the server URL.
-	if ks, err := r.Kube.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err == nil {
+	if ks, err := retried(ctx, func() (*corev1.Namespace, error) {
+		return r.Kube.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+	}); err == nil {
 		snap.ClusterUID = string(ks.UID)
 	}
 	names := make([]string, len(nss))
@@ -226,7 +249,9 @@ func (r *Reader) namespaces(ctx context.Context, scope Scope) ([]Namespace, erro
 			return nil, err
 		}
 		for _, name := range scope.Namespaces {
-			n, err := r.Kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			n, err := retried(ctx, func() (*corev1.Namespace, error) {
+				return r.Kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			})
 			if apierrors.IsNotFound(err) {
 				return nil, fmt.Errorf("namespace %q not found: check the name and --context", name)
 			}
@@ -242,9 +267,12 @@ func (r *Reader) namespaces(ctx context.Context, scope Scope) ([]Namespace, erro
 	return out, nil
 }
 
-// each visits every item of a paged list.
+// each visits every item of a paged list. Each page is retried on its own
+// (the list goes on from its continue token, nothing is visited twice).
 func (r *Reader) each(ctx context.Context, page pager.ListPageFunc, visit func(runtime.Object) error) error {
-	p := pager.New(page)
+	p := pager.New(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return retried(ctx, func() (runtime.Object, error) { return page(ctx, o) })
+	})
 	p.PageSize = r.PageSize
 	return p.EachListItem(ctx, metav1.ListOptions{}, visit)
 }
@@ -407,7 +435,9 @@ func (r *Reader) meshConfig(ctx context.Context, istiodNS string, injectors []In
 		}
 	}
 	for _, name := range candidates {
-		cm, err := r.Kube.CoreV1().ConfigMaps(istiodNS).Get(ctx, name, metav1.GetOptions{})
+		cm, err := retried(ctx, func() (*corev1.ConfigMap, error) {
+			return r.Kube.CoreV1().ConfigMaps(istiodNS).Get(ctx, name, metav1.GetOptions{})
+		})
 		if apierrors.IsNotFound(err) {
 			continue
 		}

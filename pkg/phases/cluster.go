@@ -2,10 +2,8 @@ package phases
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,13 +14,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	utilnet "k8s.io/apimachinery/pkg/util/net"
-	"k8s.io/apimachinery/pkg/util/wait"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
@@ -286,39 +282,10 @@ func (c *Cluster) DeleteCheckpoint(ctx context.Context, ns string) error {
 	return nil
 }
 
-// transientBackoff retries an API call for about 10 s in all.
-var transientBackoff = wait.Backoff{Steps: 7, Duration: 150 * time.Millisecond, Factor: 2, Jitter: 0.2}
-
-// onTransient runs fn again while it fails in a way worth retrying:
-// throttling, server errors and timeouts, dropped connections. Writes are
-// idempotent (server-side apply of the same content, conditional patches),
-// so repeating one whose response was lost is safe.
+// onTransient is the tool's one retry policy (cluster.OnTransient), the
+// same for the executor's writes and the reader's reads.
 func onTransient(ctx context.Context, fn func() error) error {
-	return retry.OnError(transientBackoff, func(err error) bool {
-		return ctx.Err() == nil && transient(err)
-	}, fn)
-}
-
-func transient(err error) bool {
-	if err == nil {
-		return false
-	}
-	var netErr net.Error
-	switch {
-	case apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err),
-		apierrors.IsInternalError(err), apierrors.IsServiceUnavailable(err), apierrors.IsUnexpectedServerError(err):
-		return true
-	case utilnet.IsConnectionReset(err), utilnet.IsConnectionRefused(err), utilnet.IsProbableEOF(err):
-		return true
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return true
-	}
-	var status apierrors.APIStatus
-	if errors.As(err, &status) {
-		code := status.Status().Code
-		return code == 500 || code == 502 || code == 503 || code == 504
-	}
-	return false
+	return cluster.OnTransient(ctx, fn)
 }
 
 // ListCheckpoints reads every checkpoint in the cluster, by label, in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 )
@@ -33,7 +34,7 @@ func poll(ctx context.Context, clk clock.Clock, interval, timeout time.Duration,
 	for {
 		done, err := cond(ctx)
 		switch {
-		case err != nil && !transient(err):
+		case err != nil && !cluster.Transient(err):
 			return err
 		case err == nil && done:
 			return nil

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 )
 
 // WellKnownServices are where Prometheus usually runs: Istio's addon, the
@@ -43,7 +45,12 @@ func Discover(ctx context.Context, kube kubernetes.Interface, cfg *rest.Config, 
 			return nil, err
 		}
 		ns, name, _ := strings.Cut(ref, "/")
-		svc, err := kube.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		var svc *corev1.Service
+		err = cluster.OnTransient(ctx, func() error {
+			var err error
+			svc, err = kube.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+			return err
+		})
 		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 			if service != "" {
 				return nil, fmt.Errorf("prometheus service %s: %w", service, err)

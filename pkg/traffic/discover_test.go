@@ -12,9 +12,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // TestDiscoverReachesPrometheusThroughTheServiceProxy plays the API server:
@@ -76,5 +79,31 @@ func TestDiscoverNothingOrBadName(t *testing.T) {
 	}
 	if _, err := Discover(context.Background(), kube, cfg, "just-a-name"); err == nil || !strings.Contains(err.Error(), "NAMESPACE/NAME") {
 		t.Errorf("malformed --prometheus-service: err = %v", err)
+	}
+}
+
+// The Service lookup is a read of the API server like the snapshot's, and
+// the gates make it on every check: a 503 or a dropped connection is
+// retried, a 404 moves on to the next well-known Service at once.
+func TestDiscoverRetriesTransientErrors(t *testing.T) {
+	kube := kubefake.NewClientset(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "monitoring", Name: "prometheus-operated"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "web", Port: 9090}}}})
+	calls := map[string]int{}
+	kube.PrependReactor("get", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		ref := a.GetNamespace() + "/" + a.(k8stesting.GetAction).GetName()
+		if calls[ref]++; calls[ref] <= 2 {
+			return true, nil, apierrors.NewServiceUnavailable("apiserver is restarting")
+		}
+		return false, nil, nil
+	})
+	p, err := Discover(context.Background(), kube, &rest.Config{Host: "https://10.0.0.1:6443"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(p.URL, "/namespaces/monitoring/services/prometheus-operated:9090/proxy") {
+		t.Errorf("URL = %s", p.URL)
+	}
+	if calls["istio-system/prometheus"] != 3 || calls["monitoring/prometheus-operated"] != 3 {
+		t.Errorf("calls = %v, want two 503s and the answer (404, then the Service) for each", calls)
 	}
 }
