@@ -204,7 +204,7 @@ func checkObjectOutput(format string, allowed ...string) error {
 	}
 	err := checkOutput(format, allowed...)
 	if err != nil {
-		return fmt.Errorf("%w, or a template: jsonpath=..., go-template=...", err)
+		return fmt.Errorf("%w, or a kubectl template (jsonpath=, go-template=)", err)
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ func TestAuditAndPlanPrintThroughKubectlTemplates(t *testing.T) {
 		t.Errorf("an empty template: exit %d, %s", code, stderr)
 	}
 	_, stderr, code = run(t, &fakeReader{snap: estate()}, "audit", "-A", "-o", "csv")
-	if code != ExitError || !strings.Contains(stderr, `unknown output format "csv": use table, wide, json or yaml, or a template: jsonpath=..., go-template=...`) {
+	if code != ExitError || !strings.Contains(stderr, `unknown output format "csv": use table, wide, json or yaml, or a kubectl template (jsonpath=, go-template=)`) {
 		t.Errorf("-o csv: exit %d, %s", code, stderr)
 	}
 }
