@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,11 +34,15 @@ type FaultProxy struct {
 	// Every is how often a write is faulted (every Every-th write), and
 	// EveryRead how often a read is; 0 faults none.
 	Every, EveryRead int
+	// FaultFirst are paths whose first read is faulted whatever the
+	// count, so a test knows those reads met a fault.
+	FaultFirst []string
 
-	mu       sync.Mutex
-	writes   int
-	reads    int
-	injected map[string]int
+	mu           sync.Mutex
+	writes       int
+	reads        int
+	readsFaulted int
+	injected     map[string]int
 	// faultedReads counts the faulted reads by path.
 	faultedReads map[string]int
 }
@@ -113,10 +118,12 @@ func (p *FaultProxy) pick(r *http.Request) string {
 	defer p.mu.Unlock()
 	if r.Method == http.MethodGet {
 		p.reads++
-		if p.EveryRead == 0 || p.reads%p.EveryRead != 0 {
+		first := slices.Contains(p.FaultFirst, r.URL.Path) && p.faultedReads[r.URL.Path] == 0
+		if !first && (p.EveryRead == 0 || p.reads%p.EveryRead != 0) {
 			return ""
 		}
-		f := "read " + readFaults[(p.reads/p.EveryRead-1)%len(readFaults)]
+		f := "read " + readFaults[p.readsFaulted%len(readFaults)]
+		p.readsFaulted++
 		p.injected[f]++
 		p.faultedReads[r.URL.Path]++
 		return f
