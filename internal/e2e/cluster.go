@@ -71,13 +71,22 @@ func Tools(ctx context.Context) (string, error) {
 
 // KwokConfig writes a KwokctlConfiguration that runs the real control plane
 // binaries from bin with kwok's binary runtime (no Docker, no downloads),
-// with RBAC authorization on, and returns its path.
-func KwokConfig(bin, dir string) (string, error) {
+// with RBAC authorization on, and returns its path. disable names
+// components left out (e.g. kube-controller-manager, for an estate whose
+// objects are all made by hand).
+func KwokConfig(bin, dir string, disable ...string) (string, error) {
+	var off strings.Builder
+	if len(disable) > 0 {
+		off.WriteString("  disable:\n")
+		for _, c := range disable {
+			fmt.Fprintf(&off, "  - %s\n", c)
+		}
+	}
 	cfg := fmt.Sprintf(`apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
 options:
   runtime: binary
-  kubeVersion: %[2]s
+%[3]s  kubeVersion: %[2]s
   kubeAuthorization: true
   kubeApiserverBinary: %[1]s/kube-apiserver
   kubeControllerManagerBinary: %[1]s/kube-controller-manager
@@ -90,7 +99,7 @@ componentsPatches:
     extraArgs:
       - key: service-cluster-ip-range
         value: 10.96.0.0/16
-`, bin, KubeVersion)
+`, bin, KubeVersion, off.String())
 	path := filepath.Join(dir, "kwokctl.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }
