@@ -21,7 +21,7 @@ GORELEASER := $(GOBIN_DIR)/goreleaser-$(GORELEASER_VERSION)
 
 E2E_PROVIDER ?= kwok
 
-.PHONY: help build test unit prometheus e2e e2e-tools demo demo-down lint fmt vet staticcheck bench release-snapshot verify-release clean
+.PHONY: help build test unit prometheus e2e e2e-tools demo demo-down lint fmt vet staticcheck bench bench-estate release-snapshot verify-release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -108,6 +108,9 @@ verify-release: release-snapshot ## Render the krew manifest from dist/, check i
 
 bench: ## Benchmarks with time and allocations per operation
 	go test -run '^$$' -bench . -benchmem ./...
+
+bench-estate: build ## Time audit -A and plan -A against a raw list of every pod on a local cluster of 5k, 10k and 20k pods (about 10 minutes; a benchmark, not a test)
+	go run ./hack/bench-estate run -plugin $(BIN)
 
 clean:
 	rm -rf bin dist
