@@ -57,11 +57,10 @@ func Edge(metric, src, dst, csp string, perScrape float64) Series {
 // scrape. The test decides which edges exist, and can stop reporting one.
 type Exporter struct {
 	Addr string
-	mu   sync.Mutex
-	// pods are the running pods of each Series.PodsOf, kept fresh by
-	// FollowPods.
-	pods   map[string][]string
-	done   chan struct{}
+	// Pods lists the running pods of an app in a namespace, for the
+	// series reported per pod (Series.PodsOf).
+	Pods   func(namespace, app string) []string
+	mu     sync.Mutex
 	series map[string]*Series
 	perPod map[string]float64
 	srv    *http.Server
@@ -73,8 +72,7 @@ func StartExporter() (*Exporter, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Exporter{Addr: ln.Addr().String(), series: map[string]*Series{}, perPod: map[string]float64{},
-		pods: map[string][]string{}, done: make(chan struct{})}
+	e := &Exporter{Addr: ln.Addr().String(), series: map[string]*Series{}, perPod: map[string]float64{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", e.serve)
 	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -148,7 +146,10 @@ func (e *Exporter) serve(w http.ResponseWriter, _ *http.Request) {
 			continue
 		}
 		ns, app, _ := strings.Cut(s.PodsOf, "/")
-		for _, pod := range e.pods[s.PodsOf] {
+		if e.Pods == nil {
+			continue
+		}
+		for _, pod := range e.Pods(ns, app) {
 			one := Series{Metric: s.Metric, Labels: map[string]string{"pod": pod, "app": app, "namespace": ns}}
 			for l, v := range s.Labels {
 				one.Labels[l] = v
@@ -160,44 +161,8 @@ func (e *Exporter) serve(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// FollowPods keeps the pod lists of the per-pod series fresh from list,
-// in the background, every half second: a scrape never waits on the API
-// server (Prometheus gives a scrape one interval, a second here).
-func (e *Exporter) FollowPods(list func(namespace, app string) []string) {
-	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			e.mu.Lock()
-			var apps []string
-			for _, s := range e.series {
-				if s.PodsOf != "" {
-					apps = append(apps, s.PodsOf)
-				}
-			}
-			e.mu.Unlock()
-			fresh := map[string][]string{}
-			for _, a := range apps {
-				ns, app, _ := strings.Cut(a, "/")
-				fresh[a] = list(ns, app)
-			}
-			e.mu.Lock()
-			e.pods = fresh
-			e.mu.Unlock()
-			select {
-			case <-e.done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-}
-
 // Close stops the exporter.
-func (e *Exporter) Close() error {
-	close(e.done)
-	return e.srv.Close()
-}
+func (e *Exporter) Close() error { return e.srv.Close() }
 
 // Prometheus is a real Prometheus server (Debian's package, or any
 // `prometheus` on PATH) run on loopback, scraping the exporter every second.

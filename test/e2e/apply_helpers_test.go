@@ -86,7 +86,7 @@ func telemetry(ctx context.Context, t *testing.T, c *envconf.Config, series ...e
 		t.Fatal(err)
 	}
 	kube := kubernetes.NewForConfigOrDie(c.Client().RESTConfig())
-	exp.FollowPods(func(ns, app string) []string {
+	exp.Pods = func(ns, app string) []string {
 		list, err := kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
 		if err != nil {
 			return nil
@@ -98,7 +98,7 @@ func telemetry(ctx context.Context, t *testing.T, c *envconf.Config, series ...e
 			}
 		}
 		return names
-	})
+	}
 	exp.Report(series...)
 	prom, err := e2e.StartPrometheus(ctx, t.TempDir(), exp.Addr, false)
 	if err != nil {
