@@ -253,9 +253,9 @@ type ApplySummary struct {
 	DryRun     string `json:"dryRun"`
 	// Namespaces and Phases are what the run took, Resuming the
 	// namespaces a run of this plan had already started.
-	Namespaces []string `json:"namespaces"`
-	Phases     []string `json:"phases"`
-	Resuming   []string `json:"resuming"`
+	Namespaces []string         `json:"namespaces"`
+	Phases     []plan.PhaseName `json:"phases"`
+	Resuming   []string         `json:"resuming"`
 	// Result is done, stopped (see Stops; exit 2) or dry-run.
 	Result string `json:"result"`
 	// Changes made, or in a dry run the changes that would be made.
@@ -318,8 +318,8 @@ prints the run's task queue.`,
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "json: stream the events on stdout, one JSON object a line, and end with a summary (ApplySummary); the rest goes to stderr")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("json"))
 	o.Exec.AddFlags(cmd.Flags(), true)
-	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("through", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("through", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 	return cmd
 }
@@ -364,13 +364,13 @@ func (o *ApplyOptions) Validate() error {
 	}
 	for _, p := range []string{o.Phase, o.Through} {
 		if p != "" && !isPhase(p) {
-			return fmt.Errorf("unknown phase %q: want one of %s", p, strings.Join(plan.Phases, ", "))
+			return fmt.Errorf("unknown phase %q: want one of %s", p, plan.PhaseList())
 		}
 	}
 	return o.Exec.Validate()
 }
 
-func isPhase(p string) bool { return slices.Contains(plan.Phases, p) }
+func isPhase(p string) bool { return slices.Contains(plan.Phases, plan.PhaseName(p)) }
 
 // Run checks the plan against the cluster, asks for confirmation and runs it.
 func (o *ApplyOptions) Run(ctx context.Context) error {
@@ -380,7 +380,7 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	if o.Output == "json" {
 		log, events = o.ErrOut, jsonEvents(o.Out)
 	}
-	ex, err := newExecutor(o.connect, events, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: o.Phase, Through: o.Through})
+	ex, err := newExecutor(o.connect, events, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: plan.PhaseName(o.Phase), Through: plan.PhaseName(o.Through)})
 	if err != nil {
 		return err
 	}
@@ -392,7 +392,7 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(log, "Plan %s: %s to make in %s (phases %s)\n", o.plan.ID, count(pv.Pending, "change"), strings.Join(pv.Namespaces, ", "), strings.Join(pv.Phases, ", "))
+	fmt.Fprintf(log, "Plan %s: %s to make in %s (phases %s)\n", o.plan.ID, count(pv.Pending, "change"), strings.Join(pv.Namespaces, ", "), strings.Join(plan.PhaseNames(pv.Phases), ", "))
 	if len(pv.Resuming) > 0 {
 		fmt.Fprintf(log, "Resuming from the checkpoint in %s\n", strings.Join(pv.Resuming, ", "))
 	}

@@ -86,7 +86,7 @@ command that restarts them.`,
 	cmd.Flags().BoolVar(&o.BreakDependents, "break-dependents", false, "Remove the sidecars even though STRICT namespaces this one calls rely on them: their calls from it fail from then on")
 	cmd.Flags().BoolVar(&o.AcceptRestarts, "accept-restarts", false, "Leave a workload restarted again since the plan restarted it (kubectl rollout restart, a GitOps restart) as it is, and finish")
 	o.Exec.AddFlags(cmd.Flags(), false)
-	_ = cmd.RegisterFlagCompletionFunc("to", cobra.FixedCompletions(plan.Phases, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("to", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -105,7 +105,7 @@ func (o *RollbackOptions) Validate() error {
 	case o.All == (o.To != ""):
 		return errors.New("say how far to roll back: --to PHASE or --all (one of them)")
 	case o.To != "" && !isPhase(o.To):
-		return fmt.Errorf("--to %q: want one of %s", o.To, strings.Join(plan.Phases, ", "))
+		return fmt.Errorf("--to %q: want one of %s", o.To, plan.PhaseList())
 	}
 	return o.Exec.Validate()
 }
@@ -131,7 +131,7 @@ func (o *RollbackOptions) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	out, err := ex.Rollback(ctx, o.namespaces, o.To)
+	out, err := ex.Rollback(ctx, o.namespaces, plan.PhaseName(o.To))
 	if err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 	for _, s := range sts {
 		gate := "-"
 		if s.Gate != nil {
-			gate = s.Gate.Name + " " + string(s.Gate.Result) + " at " + s.Gate.At.Format(time.RFC3339)
+			gate = string(s.Gate.Name) + " " + string(s.Gate.Result) + " at " + s.Gate.At.Format(time.RFC3339)
 		}
 		lock := "free"
 		if s.Lock != nil && s.Lock.Held {
@@ -279,7 +279,7 @@ func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 		if s.Error != "" {
 			records = "-" // unknown: the records could not be read
 		}
-		rows = append(rows, []string{s.Namespace, plan, s.Phase, string(s.State), gate, records, lock, updated})
+		rows = append(rows, []string{s.Namespace, plan, string(s.Phase), string(s.State), gate, records, lock, updated})
 	}
 	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
 }

@@ -51,7 +51,7 @@ func (restartAction) do(ctx context.Context, e *Executor, s stepRef, rec *Record
 	if e.dry() {
 		return nil, nil
 	}
-	return &rollout{ns: s.ns, target: s.target, what: s.phase, gvr: gvr, seq: rec.Seq}, nil
+	return &rollout{ns: s.ns, target: s.target, what: string(s.phase), phase: s.phase, gvr: gvr, seq: rec.Seq}, nil
 }
 
 // templateAnnotation is the apply that owns the pod template's restartedAt
@@ -99,7 +99,7 @@ func (restartAction) undo(ctx context.Context, e *Executor, ns string, r Record)
 	if e.dry() {
 		return nil, nil
 	}
-	return &rollout{ns: ns, target: r.Target, what: "rollback", gvr: gvr}, nil
+	return &rollout{ns: ns, target: r.Target, what: "rollback", phase: r.Phase, gvr: gvr}, nil
 }
 
 func (restartAction) check(_ string, r Record) error {

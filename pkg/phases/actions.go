@@ -41,7 +41,7 @@ type action interface {
 }
 
 // actionFor returns the action of a step or record.
-func actionFor(name string) (action, error) {
+func actionFor(name plan.Action) (action, error) {
 	switch name {
 	case plan.ActionLabelNamespace:
 		return labelAction{}, nil
@@ -57,7 +57,7 @@ func actionFor(name string) (action, error) {
 type stepRef struct {
 	p      *plan.Plan
 	ns     string
-	phase  string
+	phase  plan.PhaseName
 	idx    int
 	st     plan.Step
 	kind   string
@@ -65,7 +65,7 @@ type stepRef struct {
 	target string
 }
 
-func newStepRef(p *plan.Plan, ns, phase string, idx int, st plan.Step) stepRef {
+func newStepRef(p *plan.Plan, ns string, phase plan.PhaseName, idx int, st plan.Step) stepRef {
 	kind, name, _ := strings.Cut(st.Target, "/")
 	return stepRef{p: p, ns: ns, phase: phase, idx: idx, st: st, kind: kind, name: name, target: st.Target}
 }
@@ -73,9 +73,11 @@ func newStepRef(p *plan.Plan, ns, phase string, idx int, st plan.Step) stepRef {
 // rollout is a restarted workload to wait for.
 type rollout struct {
 	ns, target string
-	// what names the rollout's cause in progress lines.
-	what string
-	gvr  schema.GroupVersionResource
+	// what names the rollout's cause in progress lines; phase is the
+	// phase of the step (or record, on rollback) that caused it.
+	what  string
+	phase plan.PhaseName
+	gvr   schema.GroupVersionResource
 	// seq is the restart's checkpoint record.
 	seq int
 }
@@ -85,7 +87,7 @@ type rollout struct {
 // done. A record left "started" by a crash is completed by the next run,
 // which makes the same change again (all of them are idempotent) and keeps
 // the first prior state.
-func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns, phase string, idx int, st plan.Step, out *Outcome) (*rollout, error) {
+func (e *Executor) runStep(ctx context.Context, p *plan.Plan, ns string, phase plan.PhaseName, idx int, st plan.Step, out *Outcome) (*rollout, error) {
 	act, err := actionFor(st.Action)
 	if err != nil {
 		return nil, err

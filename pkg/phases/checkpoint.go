@@ -114,18 +114,18 @@ func (c *Checkpoint) Stored() bool { return c.stored }
 
 // PhaseRecord is the progress of one phase.
 type PhaseRecord struct {
-	Name       string      `json:"name"`
-	State      State       `json:"state"`
-	Message    string      `json:"message,omitempty"`
-	StartedAt  *time.Time  `json:"startedAt,omitempty"`
-	FinishedAt *time.Time  `json:"finishedAt,omitempty"`
-	Gate       *GateResult `json:"gate,omitempty"`
+	Name       plan.PhaseName `json:"name"`
+	State      State          `json:"state"`
+	Message    string         `json:"message,omitempty"`
+	StartedAt  *time.Time     `json:"startedAt,omitempty"`
+	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
+	Gate       *GateResult    `json:"gate,omitempty"`
 }
 
 // GateResult is the last evaluation of a gate.
 type GateResult struct {
-	Name   string  `json:"name"`
-	Result Verdict `json:"result"` // passed, failed, inconclusive
+	Name   plan.GateName `json:"name"`
+	Result Verdict       `json:"result"` // passed, failed, inconclusive
 	// Message says what was seen, over which window.
 	Message string `json:"message"`
 	// Culprits name what keeps the gate closed (plaintext clients, pods).
@@ -136,17 +136,17 @@ type GateResult struct {
 // Record is one change: written with State started before the change is
 // made, set to done after. Undo says how to revert it.
 type Record struct {
-	Seq    int    `json:"seq"`
-	PlanID string `json:"planID"`
-	Phase  string `json:"phase"`
+	Seq    int            `json:"seq"`
+	PlanID string         `json:"planID"`
+	Phase  plan.PhaseName `json:"phase"`
 	// Step is the index of the step within its plan phase.
-	Step      int        `json:"step"`
-	Action    string     `json:"action"`
-	Target    string     `json:"target"`
-	State     State      `json:"state"`
-	StartedAt time.Time  `json:"startedAt"`
-	DoneAt    *time.Time `json:"doneAt,omitempty"`
-	Undo      Undo       `json:"undo"`
+	Step      int         `json:"step"`
+	Action    plan.Action `json:"action"`
+	Target    string      `json:"target"`
+	State     State       `json:"state"`
+	StartedAt time.Time   `json:"startedAt"`
+	DoneAt    *time.Time  `json:"doneAt,omitempty"`
+	Undo      Undo        `json:"undo"`
 }
 
 // Undo is what an object looked like before a change.
@@ -181,7 +181,7 @@ type Undo struct {
 }
 
 // Phase returns the record of phase name, adding a pending one.
-func (c *Checkpoint) Phase(name string) *PhaseRecord {
+func (c *Checkpoint) Phase(name plan.PhaseName) *PhaseRecord {
 	for i := range c.Phases {
 		if c.Phases[i].Name == name {
 			return &c.Phases[i]
@@ -192,7 +192,7 @@ func (c *Checkpoint) Phase(name string) *PhaseRecord {
 }
 
 // PhaseDone reports whether phase name of the checkpoint's plan is done.
-func (c *Checkpoint) PhaseDone(name string) bool {
+func (c *Checkpoint) PhaseDone(name plan.PhaseName) bool {
 	for _, p := range c.Phases {
 		if p.Name == name {
 			return p.State == StateDone || p.State == StateSkipped
@@ -202,7 +202,7 @@ func (c *Checkpoint) PhaseDone(name string) bool {
 }
 
 // Record returns the record of plan planID's step, if one was written.
-func (c *Checkpoint) Record(planID, phase string, step int) *Record {
+func (c *Checkpoint) Record(planID string, phase plan.PhaseName, step int) *Record {
 	for i := range c.Records {
 		r := &c.Records[i]
 		if r.PlanID == planID && r.Phase == phase && r.Step == step {
@@ -295,7 +295,7 @@ func (c *Checkpoint) next() int {
 // except that workload restarts come last, after the namespace's injection
 // label is restored, so the pods they roll come back as they were (without
 // a sidecar when injection was off before).
-func UndoOrder(records []Record, to string) []Record {
+func UndoOrder(records []Record, to plan.PhaseName) []Record {
 	keep := -1
 	if to != "" {
 		keep = phaseIndex(to)
@@ -315,7 +315,7 @@ func UndoOrder(records []Record, to string) []Record {
 	return append(changes, restarts...)
 }
 
-func phaseIndex(name string) int {
+func phaseIndex(name plan.PhaseName) int {
 	for i, p := range plan.Phases {
 		if p == name {
 			return i

@@ -13,7 +13,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func str(s string) *string { return &s }
 
-func rec(seq int, planID, phase, action, target string) Record {
+func rec(seq int, planID string, phase plan.PhaseName, action plan.Action, target string) Record {
 	return Record{Seq: seq, PlanID: planID, Phase: phase, Action: action, Target: target, State: StateDone, StartedAt: t0}
 }
 
@@ -41,7 +41,7 @@ func seqs(rs []Record) []int {
 
 func TestUndoOrder(t *testing.T) {
 	for _, tc := range []struct {
-		to   string
+		to   plan.PhaseName
 		want []int
 	}{
 		// Newest first, but the restarts after the label: the namespace's

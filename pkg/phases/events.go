@@ -3,6 +3,8 @@ package phases
 import (
 	"strings"
 	"time"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
 // EventType says what an Event reports.
@@ -30,13 +32,13 @@ const (
 // people read (Lines) or as one JSON object per line (apply -o json); tests
 // assert on its fields.
 type Event struct {
-	Type      EventType   `json:"type"`
-	Time      time.Time   `json:"time"`
-	Namespace string      `json:"namespace,omitempty"`
-	Phase     string      `json:"phase,omitempty"`
-	Action    string      `json:"action,omitempty"`
-	Target    string      `json:"target,omitempty"`
-	Gate      *GateResult `json:"gate,omitempty"`
+	Type      EventType      `json:"type"`
+	Time      time.Time      `json:"time"`
+	Namespace string         `json:"namespace,omitempty"`
+	Phase     plan.PhaseName `json:"phase,omitempty"`
+	Action    plan.Action    `json:"action,omitempty"`
+	Target    string         `json:"target,omitempty"`
+	Gate      *GateResult    `json:"gate,omitempty"`
 	// Task is the queued task a dry run prints (EventQueue).
 	Task *Task `json:"task,omitempty"`
 	// Message is the line as people read it, after "namespace: ".
@@ -53,7 +55,7 @@ func (ev Event) Lines() []string {
 	}
 	out := []string{prefix + ev.Message}
 	for _, d := range ev.Details {
-		out = append(out, prefix+ev.Phase+":   "+d)
+		out = append(out, prefix+string(ev.Phase)+":   "+d)
 	}
 	return out
 }

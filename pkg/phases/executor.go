@@ -43,7 +43,7 @@ type Options struct {
 	// Namespaces restricts the run (empty: every namespace of the plan).
 	Namespaces []string
 	// Phase runs only that phase; Through runs every phase up to it.
-	Phase, Through string
+	Phase, Through plan.PhaseName
 	DryRun         DryRunMode
 	// Timeout bounds each rollout and each polled gate.
 	Timeout time.Duration
@@ -117,10 +117,10 @@ func (e *Executor) snapshotPeers() {
 // Stop is where a run stopped short: a gate did not pass or a step is
 // blocked. The checkpoint records it; re-running apply resumes there.
 type Stop struct {
-	Namespace string      `json:"namespace"`
-	Phase     string      `json:"phase"`
-	Reason    string      `json:"reason"`
-	Gate      *GateResult `json:"gate,omitempty"`
+	Namespace string         `json:"namespace"`
+	Phase     plan.PhaseName `json:"phase"`
+	Reason    string         `json:"reason"`
+	Gate      *GateResult    `json:"gate,omitempty"`
 }
 
 // Outcome is what a run did.
@@ -159,7 +159,7 @@ func (e *StaleError) Error() string {
 // those a run of this plan already started.
 type Preview struct {
 	Namespaces []string
-	Phases     []string
+	Phases     []plan.PhaseName
 	Resuming   []string
 	// Pending counts the changes left to make in the selection.
 	Pending int
@@ -167,14 +167,14 @@ type Preview struct {
 
 func (e *Executor) now() time.Time { return e.Clock.Now().UTC() }
 
-func (e *Executor) gateEvent(ns, phase string, g GateResult, format string, args ...any) {
+func (e *Executor) gateEvent(ns string, phase plan.PhaseName, g GateResult, format string, args ...any) {
 	e.emit(Event{Type: EventGate, Namespace: ns, Phase: phase, Gate: &g, Message: fmt.Sprintf(format, args...)})
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
 // selection returns the namespaces (in wave order) and phases to run.
-func (e *Executor) selection(p *plan.Plan) ([]string, []string, error) {
+func (e *Executor) selection(p *plan.Plan) ([]string, []plan.PhaseName, error) {
 	phases := plan.Phases
 	switch o := e.Options; {
 	case o.Phase != "" && o.Through != "":
@@ -182,13 +182,13 @@ func (e *Executor) selection(p *plan.Plan) ([]string, []string, error) {
 	case o.Phase != "":
 		i := phaseIndex(o.Phase)
 		if i == len(plan.Phases) {
-			return nil, nil, fmt.Errorf("--phase %q: want one of %s", o.Phase, strings.Join(plan.Phases, ", "))
+			return nil, nil, fmt.Errorf("--phase %q: want one of %s", o.Phase, plan.PhaseList())
 		}
 		phases = plan.Phases[i : i+1]
 	case o.Through != "":
 		i := phaseIndex(o.Through)
 		if i == len(plan.Phases) {
-			return nil, nil, fmt.Errorf("--through %q: want one of %s", o.Through, strings.Join(plan.Phases, ", "))
+			return nil, nil, fmt.Errorf("--through %q: want one of %s", o.Through, plan.PhaseList())
 		}
 		phases = plan.Phases[:i+1]
 	}

@@ -21,7 +21,7 @@ import (
 // phaseGate evaluates a phase's gate. The sidecar and policy gates wait (up
 // to the timeout) for the cluster to settle; the traffic gate is judged
 // once, on the window since the namespace and its callers were meshed.
-func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespace, phase string, gate *plan.Gate, steps []plan.Step) (GateResult, error) {
+func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespace, phase plan.PhaseName, gate *plan.Gate, steps []plan.Step) (GateResult, error) {
 	ns := pn.Name
 	switch gate.Name {
 	case plan.GateNoPlaintext:
@@ -77,10 +77,10 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 // effectCheck is the check apply makes after a phase the plan gives no
 // gate: that the PeerAuthentication it applied is the one in force, with
 // its mode (a second namespace-wide policy that is older would win).
-func effectCheck(phase string) *plan.Gate {
+func effectCheck(phase plan.PhaseName) *plan.Gate {
 	switch phase {
 	case plan.PhasePermissive, plan.PhaseStrict:
-		return &plan.Gate{Name: plan.GatePinned, Description: "the namespace's PeerAuthentication decides its mode, " + strings.ToUpper(phase)}
+		return &plan.Gate{Name: plan.GatePinned, Description: "the namespace's PeerAuthentication decides its mode, " + strings.ToUpper(string(phase))}
 	}
 	return nil
 }
@@ -124,7 +124,7 @@ func (e *Executor) verifySince(p *plan.Plan, pn *plan.Namespace) time.Time {
 // the floor within --timeout is waited for. With
 // --allow-short-verify-window it is judged anyway, and the checkpoint
 // records that it was.
-func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate string, since time.Time) (bool, error) {
+func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns string, gate plan.GateName, since time.Time) (bool, error) {
 	window, floor := e.now().Sub(since), p.VerifyFloor()
 	switch {
 	case window >= floor:
@@ -147,7 +147,7 @@ func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns, gate strin
 // window since the dry-run policies before it were applied (also with
 // --verify-window: decisions made before them say nothing), per workload:
 // each workload an ALLOW policy covers must have been judged.
-func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns, phase string, idx int) (*GateResult, error) {
+func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns string, phase plan.PhaseName, idx int) (*GateResult, error) {
 	if e.dry() {
 		e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: gate %s would be checked here", phase, plan.GateNoShadowDenials)})
 		return nil, nil

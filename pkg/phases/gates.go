@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
 
@@ -145,7 +146,7 @@ func unseenExpected(nr *audit.NamespaceReport, exp Expect) []string {
 // ShortWindowGate is a traffic gate's verdict when its window is shorter
 // than the plan's floor: inconclusive, without reading telemetry, saying
 // when it can be judged. start says what started the window.
-func ShortWindowGate(name string, window, floor time.Duration, since time.Time, start string, now time.Time) GateResult {
+func ShortWindowGate(name plan.GateName, window, floor time.Duration, since time.Time, start string, now time.Time) GateResult {
 	return GateResult{Name: name, At: now, Result: GateUnsettled,
 		Message: fmt.Sprintf("the window is %s (since %s, %s), under the plan's minimum of %s (options.minVerifyWindow): too little traffic time to tell; re-run apply after %s",
 			window.Round(time.Second), since.UTC().Format(time.RFC3339), start, floor, since.Add(floor).UTC().Format(time.RFC3339))}

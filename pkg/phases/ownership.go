@@ -125,7 +125,7 @@ func (e *Executor) revertedSince(ctx context.Context, p *plan.Plan, ns string) (
 }
 
 // rollbackBefore is the command that undoes phase and the ones after it.
-func rollbackBefore(ns, phase string) string {
+func rollbackBefore(ns string, phase plan.PhaseName) string {
 	if i := phaseIndex(phase); i > 0 && i < len(plan.Phases) {
 		return fmt.Sprintf("kubectl meshmigrate rollback -n %s --to %s", ns, plan.Phases[i-1])
 	}

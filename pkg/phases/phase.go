@@ -54,7 +54,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out
 				return err
 			}
 		}
-		e.emit(Event{Type: EventPhaseStarted, Namespace: ns, Phase: phase, Message: phase + ": start"})
+		e.emit(Event{Type: EventPhaseStarted, Namespace: ns, Phase: phase, Message: string(phase) + ": start"})
 		return nil
 	}
 	var rollouts []*rollout
@@ -69,7 +69,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out
 		case TaskSkip:
 			if t.Step < 0 {
 				e.emit(Event{Type: EventPhaseSkipped, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: %s in the plan: %s", phase, ph.Status, ph.Reason)})
-				return e.finishPhase(ctx, ns, rec, StateSkipped, "the plan has it "+ph.Status+": "+ph.Reason, nil)
+				return e.finishPhase(ctx, ns, rec, StateSkipped, "the plan has it "+string(ph.Status)+": "+ph.Reason, nil)
 			}
 			st := ph.Steps[t.Step]
 			e.emit(Event{Type: EventStepSkipped, Namespace: ns, Phase: phase, Action: st.Action, Target: st.Target, Message: fmt.Sprintf("%s: %s %s: %s (%s)", phase, st.Action, st.Target, st.Status, st.Reason)})
@@ -160,7 +160,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out
 	if stopped, err := e.stopIfReverted(ctx, p, ns, rec, out); stopped || err != nil {
 		return err
 	}
-	e.emit(Event{Type: EventPhaseDone, Namespace: ns, Phase: phase, Message: phase + ": done"})
+	e.emit(Event{Type: EventPhaseDone, Namespace: ns, Phase: phase, Message: string(phase) + ": done"})
 	return e.finishPhase(ctx, ns, rec, StateDone, "", gate)
 }
 
@@ -234,8 +234,8 @@ func (e *Executor) finishPhase(ctx context.Context, ns string, rec *PhaseRecord,
 func (e *Executor) gateStop(ctx context.Context, ns string, rec *PhaseRecord, g GateResult, out *Outcome) error {
 	e.emit(Event{Type: EventStop, Namespace: ns, Phase: rec.Name, Gate: &g, Details: g.Culprits,
 		Message: fmt.Sprintf("%s: STOP: gate %s %s: %s", rec.Name, g.Name, g.Result, g.Message)})
-	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: "gate " + g.Name + " " + string(g.Result) + ": " + g.Message, Gate: &g})
-	return e.finishPhase(ctx, ns, rec, StateStopped, "gate "+g.Name+" "+string(g.Result), &g)
+	out.stop(Stop{Namespace: ns, Phase: rec.Name, Reason: "gate " + string(g.Name) + " " + string(g.Result) + ": " + g.Message, Gate: &g})
+	return e.finishPhase(ctx, ns, rec, StateStopped, "gate "+string(g.Name)+" "+string(g.Result), &g)
 }
 
 type timeoutError struct{ msg string }

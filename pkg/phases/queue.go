@@ -36,16 +36,16 @@ const (
 
 // Task is one thing a run does, in the order it does them.
 type Task struct {
-	Wave      int      `json:"wave"`
-	Namespace string   `json:"namespace"`
-	Phase     string   `json:"phase"`
-	Kind      TaskKind `json:"kind"`
+	Wave      int            `json:"wave"`
+	Namespace string         `json:"namespace"`
+	Phase     plan.PhaseName `json:"phase"`
+	Kind      TaskKind       `json:"kind"`
 	// Step is the task's step in the plan phase; -1 for a task of the
 	// phase as a whole.
-	Step   int    `json:"step"`
-	Action string `json:"action,omitempty"`
-	Target string `json:"target,omitempty"`
-	Gate   string `json:"gate,omitempty"`
+	Step   int           `json:"step"`
+	Action plan.Action   `json:"action,omitempty"`
+	Target string        `json:"target,omitempty"`
+	Gate   plan.GateName `json:"gate,omitempty"`
 	// Done marks a change a run of this plan already made (the checkpoint
 	// says so): the run only checks it.
 	Done   bool   `json:"done,omitempty"`
@@ -58,9 +58,9 @@ func (t Task) String() string {
 	fmt.Fprintf(&b, "wave %d %s: %s", t.Wave, t.Phase, t.Kind)
 	switch {
 	case t.Gate != "":
-		b.WriteString(" " + t.Gate)
+		b.WriteString(" " + string(t.Gate))
 	case t.Action != "":
-		b.WriteString(" " + t.Action + " " + t.Target)
+		b.WriteString(" " + string(t.Action) + " " + t.Target)
 	case t.Target != "":
 		b.WriteString(" " + t.Target)
 	}
@@ -78,7 +78,7 @@ func (t Task) String() string {
 // ordered tasks of the run: wave by wave, within a wave phase by phase
 // across its namespaces. It is pure: a dry run prints it, and the runner
 // runs it.
-func BuildQueue(p *plan.Plan, namespaces, phases []string, cps map[string]*Checkpoint) []Task {
+func BuildQueue(p *plan.Plan, namespaces []string, phases []plan.PhaseName, cps map[string]*Checkpoint) []Task {
 	byWave := map[int][]string{}
 	var waves []int
 	for _, ns := range namespaces {
@@ -104,7 +104,7 @@ func BuildQueue(p *plan.Plan, namespaces, phases []string, cps map[string]*Check
 }
 
 // phaseTasks are the tasks of one namespace's phase.
-func phaseTasks(p *plan.Plan, ns, phase string, cp *Checkpoint) []Task {
+func phaseTasks(p *plan.Plan, ns string, phase plan.PhaseName, cp *Checkpoint) []Task {
 	pn, _ := p.Namespace(ns)
 	ph, ok := pn.Phase(phase)
 	if !ok {
@@ -124,7 +124,7 @@ func phaseTasks(p *plan.Plan, ns, phase string, cp *Checkpoint) []Task {
 	switch ph.Status {
 	case plan.StatusSkipped, plan.StatusDone:
 		t := task(TaskSkip, -1)
-		t.Reason = ph.Status + " in the plan: " + ph.Reason
+		t.Reason = string(ph.Status) + " in the plan: " + ph.Reason
 		return []Task{t}
 	case plan.StatusBlocked:
 		t := task(TaskBlocked, -1)
@@ -162,13 +162,13 @@ func phaseTasks(p *plan.Plan, ns, phase string, cp *Checkpoint) []Task {
 		t.Action, t.Target = st.Action, st.Target
 		switch {
 		case st.Status == plan.StatusDone || st.Status == plan.StatusSkipped:
-			t.Kind, t.Reason = TaskSkip, st.Status+" in the plan: "+st.Reason
+			t.Kind, t.Reason = TaskSkip, string(st.Status)+" in the plan: "+st.Reason
 		case st.Status == plan.StatusBlocked:
 			t.Kind, t.Reason = TaskBlocked, st.Reason
 		case st.Action == plan.ActionReport:
 			t.Kind, t.Action, t.Reason = TaskNote, "", st.Reason
 		case st.Action == plan.ActionGate:
-			t.Kind, t.Action, t.Target, t.Gate = TaskGate, "", "", st.Target
+			t.Kind, t.Action, t.Target, t.Gate = TaskGate, "", "", plan.GateName(st.Target)
 		default:
 			if r := cp.Record(p.ID, phase, i); r != nil && r.State == StateDone {
 				t.Done = true
@@ -193,7 +193,7 @@ func phaseTasks(p *plan.Plan, ns, phase string, cp *Checkpoint) []Task {
 
 // phaseGate is the gate after a phase: the plan's, or the check that the
 // PeerAuthentication it applied is the one in force.
-func phaseGate(phase string, ph *plan.Phase) *plan.Gate {
+func phaseGate(phase plan.PhaseName, ph *plan.Phase) *plan.Gate {
 	if ph.Gate != nil {
 		return ph.Gate
 	}

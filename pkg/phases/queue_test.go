@@ -24,7 +24,7 @@ func taskLine(t Task) string {
 		s += " " + t.Target
 	}
 	if t.Gate != "" {
-		s += " " + t.Gate
+		s += " " + string(t.Gate)
 	}
 	if t.Done {
 		s += " done"
@@ -116,12 +116,12 @@ func TestApplyReportsTypedEvents(t *testing.T) {
 	var got []string
 	ex := newExecutor(c, obs, &bytes.Buffer{})
 	ex.Events = func(ev Event) {
-		line := string(ev.Type) + " " + ev.Phase
+		line := string(ev.Type) + " " + string(ev.Phase)
 		if ev.Target != "" {
 			line += " " + ev.Target
 		}
 		if ev.Gate != nil {
-			line += " " + ev.Gate.Name + "=" + string(ev.Gate.Result)
+			line += " " + string(ev.Gate.Name) + "=" + string(ev.Gate.Result)
 		}
 		got = append(got, line)
 	}

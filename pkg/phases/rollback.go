@@ -37,7 +37,7 @@ func (e *ConflictError) Error() string {
 // among its callers. Namespaces rolled back together first all go back to
 // the end of their inject phase, then the rest: none of them is STRICT
 // while a caller among them loses its sidecars.
-func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string) (*Outcome, error) {
+func (e *Executor) Rollback(ctx context.Context, namespaces []string, to plan.PhaseName) (*Outcome, error) {
 	out := &Outcome{}
 	cps, err := e.storedCheckpoints(ctx, namespaces, to)
 	if err != nil {
@@ -87,9 +87,9 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 			}
 		}
 	}
-	passes := []string{to}
+	passes := []plan.PhaseName{to}
 	if to == "" && len(set) > 1 && !e.dry() {
-		passes = []string{plan.PhaseInject, ""}
+		passes = []plan.PhaseName{plan.PhaseInject, ""}
 	}
 	for _, pass := range passes {
 		for _, ns := range set {
@@ -116,7 +116,7 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to string)
 // storedCheckpoints reads the namespaces' checkpoints; one without a
 // checkpoint has nothing to roll back (noCheckpoint says so) and is left
 // out of the map.
-func (e *Executor) storedCheckpoints(ctx context.Context, namespaces []string, to string) (map[string]*Checkpoint, error) {
+func (e *Executor) storedCheckpoints(ctx context.Context, namespaces []string, to plan.PhaseName) (map[string]*Checkpoint, error) {
 	cps := map[string]*Checkpoint{}
 	for _, ns := range namespaces {
 		cp, err := e.Cluster.LoadCheckpoint(ctx, ns)
@@ -247,7 +247,7 @@ func (e *Executor) leftoverSidecars(ctx context.Context, ns string, out *Outcome
 
 // rollbackOne rolls namespace ns back to the end of phase `to` ("": every
 // change; the checkpoint is then deleted).
-func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome) error {
+func (e *Executor) rollbackOne(ctx context.Context, ns string, to plan.PhaseName, out *Outcome) error {
 	cp := e.cps[ns]
 	records := UndoOrder(cp.Records, to)
 	if len(records) == 0 && to != "" {
@@ -309,7 +309,7 @@ func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome)
 		return e.Cluster.DeleteCheckpoint(ctx, ns)
 	}
 	if to != "" {
-		e.emit(Event{Type: EventRolledBack, Namespace: ns, Phase: to, Message: "rolled back to the end of phase " + to})
+		e.emit(Event{Type: EventRolledBack, Namespace: ns, Phase: to, Message: "rolled back to the end of phase " + string(to)})
 	}
 	return nil
 }
@@ -317,7 +317,7 @@ func (e *Executor) rollbackOne(ctx context.Context, ns, to string, out *Outcome)
 // noCheckpoint explains that there is nothing to roll back, and removes a
 // lock a full rollback left behind (it deleted the checkpoint, then failed
 // to delete the Lease).
-func (e *Executor) noCheckpoint(ctx context.Context, ns, to string) error {
+func (e *Executor) noCheckpoint(ctx context.Context, ns string, to plan.PhaseName) error {
 	e.note(ns, "nothing to roll back: the namespace has no checkpoint (no plan was applied to it, or a full rollback already ran)")
 	if to != "" || e.dry() {
 		return nil

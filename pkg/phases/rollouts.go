@@ -60,7 +60,7 @@ func (e *Executor) waitRollout(ctx context.Context, r *rollout) error {
 			return false, fmt.Errorf("rollout of %s: %w", r.target, err)
 		}
 		if msg = strings.TrimSpace(msg); msg != last {
-			e.emit(Event{Type: EventRollout, Namespace: r.ns, Phase: r.what, Target: r.target, Message: fmt.Sprintf("%s: %s: %s", r.what, r.target, msg)})
+			e.emit(Event{Type: EventRollout, Namespace: r.ns, Phase: r.phase, Target: r.target, Message: fmt.Sprintf("%s: %s: %s", r.what, r.target, msg)})
 			last = msg
 		}
 		return done, nil

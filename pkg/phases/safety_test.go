@@ -45,7 +45,7 @@ func callerReport() *audit.Report {
 // the plan meshes front, then takes shop through verify to STRICT.
 func callerPlan(obs *fakeObserver) *plan.Plan {
 	snap := &cluster.Snapshot{ClusterUID: "uid-1"}
-	skipped := func(name string) plan.Phase {
+	skipped := func(name plan.PhaseName) plan.Phase {
 		return plan.Phase{Name: name, Status: plan.StatusSkipped, Reason: "not in this test"}
 	}
 	return &plan.Plan{APIVersion: plan.APIVersion, Kind: plan.Kind, ID: "mp-000000000002", Hash: "sha256:2",
@@ -336,7 +336,7 @@ func authzPlan(t *testing.T, obs *fakeObserver) *plan.Plan {
 		{Name: plan.PhaseVerify, Status: plan.StatusDone}, {Name: plan.PhaseStrict, Status: plan.StatusDone},
 		{Name: plan.PhaseAuthz, Status: plan.StatusPending, Steps: []plan.Step{
 			{Action: plan.ActionApply, Target: "AuthorizationPolicy/meshmigrate-allow-web", Status: plan.StatusPending, Object: ap(true)},
-			{Action: plan.ActionGate, Target: plan.GateNoShadowDenials, Status: plan.StatusPending},
+			{Action: plan.ActionGate, Target: string(plan.GateNoShadowDenials), Status: plan.StatusPending},
 			{Action: plan.ActionApply, Target: "AuthorizationPolicy/meshmigrate-allow-web", Status: plan.StatusPending, Object: ap(false)}}}}
 	obs.snap = &cluster.Snapshot{ClusterUID: "uid-1", Pods: []cluster.Pod{
 		{Namespace: "shop", Name: "web-1", Labels: map[string]string{"app": "web"}, Owner: cluster.WorkloadRef{Kind: "Deployment", Name: "web"}},

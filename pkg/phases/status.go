@@ -20,9 +20,9 @@ type NamespaceStatus struct {
 	PlanID    string `json:"planID,omitempty"`
 	// Phase is the latest phase a run reached, State its state
 	// ("none" when no run started).
-	Phase string      `json:"phase"`
-	State State       `json:"state"`
-	Gate  *GateResult `json:"gate,omitempty"`
+	Phase plan.PhaseName `json:"phase"`
+	State State          `json:"state"`
+	Gate  *GateResult    `json:"gate,omitempty"`
 	// Records counts the changes rollback can undo.
 	Records   int       `json:"records"`
 	Lock      *LockInfo `json:"lock,omitempty"`

@@ -42,12 +42,12 @@ var (
 // validate checks the whole checkpoint, so that a bad record is refused
 // before the first undo rather than halfway through a rollback.
 func (c *Checkpoint) validate() error {
-	seen := map[string]bool{}
+	seen := map[plan.PhaseName]bool{}
 	for i, p := range c.Phases {
 		what := fmt.Sprintf("phase entry %d (%q, state %q)", i, p.Name, p.State)
 		switch {
 		case !slices.Contains(plan.Phases, p.Name):
-			return edited(c.Namespace, what, fmt.Sprintf("unknown phase, want one of %s", strings.Join(plan.Phases, ", ")))
+			return edited(c.Namespace, what, fmt.Sprintf("unknown phase, want one of %s", plan.PhaseList()))
 		case seen[p.Name]:
 			return edited(c.Namespace, what, "the phase is listed twice")
 		case !slices.Contains(phaseStates, p.State):
@@ -93,7 +93,7 @@ func checkRecord(ns string, r Record) error {
 	case r.PlanID == "":
 		return bad("it names no plan")
 	case !slices.Contains(plan.Phases, r.Phase):
-		return bad("unknown phase %q, want one of %s", r.Phase, strings.Join(plan.Phases, ", "))
+		return bad("unknown phase %q, want one of %s", r.Phase, plan.PhaseList())
 	case r.Step < 0:
 		return bad("step %d is negative", r.Step)
 	case !slices.Contains(recordStates, r.State):

@@ -188,7 +188,7 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 	}
 	ph.Steps = append(dry(allows, true), withStepDryRun(nothing, true))
 	if b.opts.Authz == AuthzEnforce {
-		gate := Step{Action: ActionGate, Target: GateNoShadowDenials, Status: StatusPending,
+		gate := Step{Action: ActionGate, Target: string(GateNoShadowDenials), Status: StatusPending,
 			Reason: "the dry-run policies record no shadow denial (envoy rbac authz_dry_run_result=\"denied\") over the window"}
 		enforceNothing := withStepDryRun(nothing, false)
 		if enforceNothing.Status != StatusBlocked && len(unacked) > 0 {

@@ -71,7 +71,7 @@ func TestAllowPoliciesFromObservedCallers(t *testing.T) {
 		targets = append(targets, st.Target)
 	}
 	allows := []string{"AuthorizationPolicy/meshmigrate-allow-api", "AuthorizationPolicy/meshmigrate-allow-db", "AuthorizationPolicy/meshmigrate-allow-web"}
-	want := append(append(append(append([]string{}, allows...), "AuthorizationPolicy/meshmigrate-allow-nothing", plan.GateNoShadowDenials), allows...), "AuthorizationPolicy/meshmigrate-allow-nothing")
+	want := append(append(append(append([]string{}, allows...), "AuthorizationPolicy/meshmigrate-allow-nothing", string(plan.GateNoShadowDenials)), allows...), "AuthorizationPolicy/meshmigrate-allow-nothing")
 	if !reflect.DeepEqual(targets, want) {
 		t.Fatalf("authz steps:%s\nwant targets %v", describeSteps(authz.Steps), want)
 	}
@@ -285,7 +285,7 @@ func TestAuthzModes(t *testing.T) {
 	}
 
 	perm := build(t, s, g, plan.Options{Target: plan.TargetPermissive})
-	for _, name := range []string{plan.PhaseVerify, plan.PhaseStrict, plan.PhaseAuthz} {
+	for _, name := range []plan.PhaseName{plan.PhaseVerify, plan.PhaseStrict, plan.PhaseAuthz} {
 		ph := phaseOf(t, perm, "shop", name)
 		if ph.Status != plan.StatusSkipped || len(ph.Steps) != 0 || !strings.Contains(ph.Reason, "--target permissive") {
 			t.Errorf("--target permissive: %s = %s %q with %d steps", name, ph.Status, ph.Reason, len(ph.Steps))

@@ -199,7 +199,7 @@ func TestBlockedPhasesKeepAllFivePhases(t *testing.T) {
 	s.Pods = deploy("off", "legacy", 2)
 	p := build(t, s, graphOf(plain("unknown", "off/legacy")), plan.Options{})
 	n := nsOf(t, p, "off")
-	var got []string
+	var got []plan.PhaseName
 	for _, ph := range n.Phases {
 		got = append(got, ph.Name)
 	}
@@ -418,7 +418,7 @@ func TestCleanPlanNeedsNoAttention(t *testing.T) {
 	if p.NeedsAttention() || p.Summary.Blocked != 0 || len(p.Summary.BlockedSteps) != 0 {
 		t.Fatalf("clean plan: summary %+v", p.Summary)
 	}
-	wantStatus := map[string]string{
+	wantStatus := map[plan.PhaseName]plan.Status{
 		plan.PhaseInject: plan.StatusDone, plan.PhasePermissive: plan.StatusPending, plan.PhaseVerify: plan.StatusPending,
 		plan.PhaseStrict: plan.StatusPending, plan.PhaseAuthz: plan.StatusPending,
 	}

@@ -103,8 +103,8 @@ func Parse(raw []byte) (*Plan, error) {
 }
 
 var (
-	validStatuses = map[string]bool{StatusPending: true, StatusDone: true, StatusBlocked: true, StatusSkipped: true}
-	validActions  = map[string]bool{ActionLabelNamespace: true, ActionRestartWorkload: true, ActionApply: true, ActionGate: true, ActionReport: true}
+	validStatuses = map[Status]bool{StatusPending: true, StatusDone: true, StatusBlocked: true, StatusSkipped: true}
+	validActions  = map[Action]bool{ActionLabelNamespace: true, ActionRestartWorkload: true, ActionApply: true, ActionGate: true, ActionReport: true}
 )
 
 // validate checks what apply relies on, so that a damaged file is an error
@@ -190,7 +190,7 @@ const PolicyGroup = "security.istio.io"
 // target in namespace ns: its own namespace's labels, a workload of its own
 // to restart, or a policy of its own. Steps that write nothing (gate,
 // report) have no rule.
-func CheckTarget(action, ns, target string) error {
+func CheckTarget(action Action, ns, target string) error {
 	kind, name, _ := strings.Cut(target, "/")
 	switch action {
 	case ActionLabelNamespace:

@@ -292,7 +292,7 @@ func TestParseRefuses(t *testing.T) {
 		{"PeerAuthentication mode edited", []byte(strings.Replace(text, "mode: PERMISSIVE", "mode: STRICT", 1)), "does not match its hash"},
 		{"step status edited", edit(t, jsonOut, func(m map[string]any) {
 			st := firstStep(m)
-			if st["status"] == plan.StatusDone {
+			if st["status"] == string(plan.StatusDone) {
 				st["status"] = plan.StatusPending
 			} else {
 				st["status"] = plan.StatusDone

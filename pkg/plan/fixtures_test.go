@@ -195,7 +195,7 @@ func names(p *plan.Plan) []string {
 	return out
 }
 
-func phaseOf(t testing.TB, p *plan.Plan, namespace, phase string) *plan.Phase {
+func phaseOf(t testing.TB, p *plan.Plan, namespace string, phase plan.PhaseName) *plan.Phase {
 	t.Helper()
 	ph, ok := nsOf(t, p, namespace).Phase(phase)
 	if !ok {

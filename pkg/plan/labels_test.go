@@ -27,7 +27,7 @@ func TestInjectionLabels(t *testing.T) {
 		labels    []string
 		revision  string
 		// want
-		status   string
+		status   plan.Status
 		set      map[string]string
 		remove   []string
 		gateRev  string // the revision the sidecars gate expects

@@ -17,7 +17,7 @@ type labelPlan struct {
 	after    map[string]string // the namespace's labels once relabelled
 	set      map[string]string
 	remove   []string
-	status   string
+	status   Status
 	reason   string
 	revision string // the revision that injects under after
 }
@@ -200,7 +200,7 @@ func (b *builder) injectPhase(nr *audit.NamespaceReport, lp labelPlan) (Phase, [
 
 // rollup derives a phase's status from its steps: blocked if one is, done if
 // nothing is left to do, else pending.
-func rollup(steps []Step) (string, string) {
+func rollup(steps []Step) (Status, string) {
 	pending := false
 	for _, st := range steps {
 		switch st.Status {

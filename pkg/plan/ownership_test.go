@@ -19,7 +19,7 @@ func TestPlanBlocksAStepOverAnArgoCDOwnedPeerAuthentication(t *testing.T) {
 	s, g := cleanEstate()
 	s.PeerAuthentications = []cluster.PeerAuthentication{{Namespace: "shop", Name: "default", Mode: cluster.ModeDisable, CreatedAt: t0, Ownership: argoOwned}}
 	p := build(t, s, g, plan.Options{})
-	for _, phase := range []string{plan.PhasePermissive, plan.PhaseStrict} {
+	for _, phase := range []plan.PhaseName{plan.PhasePermissive, plan.PhaseStrict} {
 		ph := phaseOf(t, p, "shop", phase)
 		st := oneStep(t, ph, "PeerAuthentication/default")
 		if st.Status != plan.StatusBlocked || st.Reason != argoRefusal {

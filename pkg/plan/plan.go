@@ -8,6 +8,7 @@ package plan
 
 import (
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -17,43 +18,64 @@ const (
 	Kind       = "MigrationPlan"
 )
 
+// PhaseName names a phase of a namespace's migration.
+type PhaseName string
+
 // Phases, in the order they run (docs/apply.md).
 const (
-	PhaseInject     = "inject"
-	PhasePermissive = "permissive"
-	PhaseVerify     = "verify"
-	PhaseStrict     = "strict"
-	PhaseAuthz      = "authz"
+	PhaseInject     PhaseName = "inject"
+	PhasePermissive PhaseName = "permissive"
+	PhaseVerify     PhaseName = "verify"
+	PhaseStrict     PhaseName = "strict"
+	PhaseAuthz      PhaseName = "authz"
 )
 
 // Phases lists the phase names in order.
-var Phases = []string{PhaseInject, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+var Phases = []PhaseName{PhaseInject, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+
+// PhaseNames is phases as strings (flag values, shell completion, messages).
+func PhaseNames(phases []PhaseName) []string {
+	names := make([]string, len(phases))
+	for i, p := range phases {
+		names[i] = string(p)
+	}
+	return names
+}
+
+// PhaseList is the phase names in order, for messages: "inject, permissive, …".
+func PhaseList() string { return strings.Join(PhaseNames(Phases), ", ") }
+
+// Status is where a phase or a step stands in the plan.
+type Status string
 
 // Statuses of a phase or a step.
 const (
 	// StatusPending: to be done by apply.
-	StatusPending = "pending"
+	StatusPending Status = "pending"
 	// StatusDone: the cluster already is as the step wants; apply skips it.
-	StatusDone = "done"
+	StatusDone Status = "done"
 	// StatusBlocked: its precondition cannot hold; Reason says why. apply
 	// stops before it.
-	StatusBlocked = "blocked"
+	StatusBlocked Status = "blocked"
 	// StatusSkipped: left out on purpose (--target, --authz off,
 	// --exclude-workload); Reason says why.
-	StatusSkipped = "skipped"
+	StatusSkipped Status = "skipped"
 )
+
+// Action is what a step does.
+type Action string
 
 // Step actions.
 const (
-	ActionLabelNamespace  = "label-namespace"
-	ActionRestartWorkload = "restart-workload"
+	ActionLabelNamespace  Action = "label-namespace"
+	ActionRestartWorkload Action = "restart-workload"
 	// ActionApply server-side applies Object.
-	ActionApply = "apply"
+	ActionApply Action = "apply"
 	// ActionGate waits for the gate named in Target before the steps after
 	// it (the authz dry-run gate sits between its dry-run and enforce steps).
-	ActionGate = "gate"
+	ActionGate Action = "gate"
 	// ActionReport changes nothing: the user must act (Reason says how).
-	ActionReport = "report"
+	ActionReport Action = "report"
 )
 
 // Labels and annotations the plan's objects carry.
@@ -69,12 +91,15 @@ const (
 	portExceptionPrefix    = "meshmigrate-ports-"
 )
 
+// GateName names a gate.
+type GateName string
+
 // Gate names.
 const (
-	GateSidecars        = "sidecars-current"
-	GatePinned          = "peer-authentication-in-force"
-	GateNoPlaintext     = "no-plaintext"
-	GateNoShadowDenials = "no-shadow-denials"
+	GateSidecars        GateName = "sidecars-current"
+	GatePinned          GateName = "peer-authentication-in-force"
+	GateNoPlaintext     GateName = "no-plaintext"
+	GateNoShadowDenials GateName = "no-shadow-denials"
 )
 
 // Target and authz modes (--target, --authz).
@@ -207,10 +232,10 @@ type SkippedNamespace struct {
 
 // Phase is one phase of a namespace's migration.
 type Phase struct {
-	Name   string `json:"name"`
-	Status string `json:"status"`
-	Reason string `json:"reason,omitempty"`
-	Steps  []Step `json:"steps,omitempty"`
+	Name   PhaseName `json:"name"`
+	Status Status    `json:"status"`
+	Reason string    `json:"reason,omitempty"`
+	Steps  []Step    `json:"steps,omitempty"`
 	// Gate must pass before the next phase starts.
 	Gate *Gate `json:"gate,omitempty"`
 	// Notes are what a reviewer should know that changes nothing.
@@ -219,12 +244,12 @@ type Phase struct {
 
 // Step is one change, or one thing the user must do.
 type Step struct {
-	Action string `json:"action"`
+	Action Action `json:"action"`
 	// Target is Kind/name (namespaced objects in the phase's namespace),
 	// e.g. "Namespace/shop", "Deployment/web",
 	// "PeerAuthentication/default".
 	Target string `json:"target"`
-	Status string `json:"status"`
+	Status Status `json:"status"`
 	Reason string `json:"reason,omitempty"`
 	// Labels are the namespace labels label-namespace sets; Remove the ones
 	// it removes.
@@ -243,8 +268,8 @@ type Step struct {
 
 // Gate is a condition apply checks before moving on.
 type Gate struct {
-	Name        string `json:"name"`
-	Description string `json:"description"`
+	Name        GateName `json:"name"`
+	Description string   `json:"description"`
 	// Expect lists what the plan expects the gate to see cleared first,
 	// e.g. plaintext callers that the inject phase of another namespace
 	// meshes.
@@ -284,7 +309,7 @@ func (p *Plan) Namespace(name string) (*Namespace, bool) {
 }
 
 // Phase returns the namespace's phase by name.
-func (n *Namespace) Phase(name string) (*Phase, bool) {
+func (n *Namespace) Phase(name PhaseName) (*Phase, bool) {
 	for i := range n.Phases {
 		if n.Phases[i].Name == name {
 			return &n.Phases[i], true

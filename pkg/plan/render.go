@@ -71,7 +71,7 @@ func (p *Plan) Render() (map[string][]byte, error) {
 			if ph.Name == PhaseVerify {
 				continue
 			}
-			f := next(ph.Name)
+			f := next(string(ph.Name))
 			f.header = append(f.header, fmt.Sprintf("Plan %s, namespace %s (wave %d), phase %s: %s", p.ID, ns.Name, ns.Wave, ph.Name, ph.Status))
 			if ph.Reason != "" {
 				f.header = append(f.header, "  "+ph.Reason)
@@ -81,7 +81,7 @@ func (p *Plan) Render() (map[string][]byte, error) {
 				case st.Action == ActionGate:
 					// Objects after a gate are the enforced versions: a file
 					// of their own, applied once the gate has passed.
-					f = next(ph.Name + "-enforce")
+					f = next(string(ph.Name) + "-enforce")
 					f.header = append(f.header, fmt.Sprintf("Plan %s, namespace %s, phase %s, after the gate %s: %s", p.ID, ns.Name, ph.Name, st.Target, st.Reason))
 					continue
 				case st.Status == StatusBlocked && st.Owner != "" && st.Object != nil:
@@ -90,7 +90,7 @@ func (p *Plan) Render() (map[string][]byte, error) {
 				case st.Status != StatusPending:
 					// Done steps need nothing; blocked and skipped ones must not
 					// be applied from here either.
-					f.header = append(f.header, fmt.Sprintf("%s %s %s: %s", strings.ToUpper(st.Status), st.Action, st.Target, st.Reason))
+					f.header = append(f.header, fmt.Sprintf("%s %s %s: %s", strings.ToUpper(string(st.Status)), st.Action, st.Target, st.Reason))
 					continue
 				case st.Action == ActionLabelNamespace:
 					f.objects = append(f.objects, p.namespaceObject(ns.Name, st))

@@ -37,7 +37,7 @@ func reseal(t *testing.T, raw []byte, f func(m map[string]any)) []byte {
 }
 
 // stepOf returns the first step of namespace ns's phase with action.
-func stepOf(t *testing.T, m map[string]any, ns, phase, action string) map[string]any {
+func stepOf(t *testing.T, m map[string]any, ns string, phase plan.PhaseName, action plan.Action) map[string]any {
 	t.Helper()
 	for _, n := range m["namespaces"].([]any) {
 		n := n.(map[string]any)
@@ -46,12 +46,12 @@ func stepOf(t *testing.T, m map[string]any, ns, phase, action string) map[string
 		}
 		for _, ph := range n["phases"].([]any) {
 			ph := ph.(map[string]any)
-			if ph["name"] != phase {
+			if ph["name"] != string(phase) {
 				continue
 			}
 			steps, _ := ph["steps"].([]any)
 			for _, st := range steps {
-				if st := st.(map[string]any); st["action"] == action {
+				if st := st.(map[string]any); st["action"] == string(action) {
 					return st
 				}
 			}
