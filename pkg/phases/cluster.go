@@ -37,9 +37,6 @@ type Cluster struct {
 	// fence, while a run holds its locks (AcquireAll to Release), must
 	// pass before each write: a run that lost its lock writes nothing more.
 	fence atomic.Pointer[Locks]
-	// pause waits between lock attempts (nil: the real clock; tests pass
-	// time with it).
-	pause func(ctx context.Context, d time.Duration) error
 }
 
 // write sends one write, retried as onTransient does, each attempt only

@@ -303,7 +303,7 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		locks, err := e.Cluster.AcquireAll(runCtx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Clock.Now, func(err error) { cancel(err) })
+		locks, err := e.Cluster.AcquireAll(runCtx, pv.Namespaces, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Clock, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
@@ -181,34 +182,32 @@ func (w *leaseWatch) observe(l *coordinationv1.Lease, t time.Time) time.Duration
 // run's lease is taken over only once this run has watched it unchanged
 // for its duration (its holder stopped renewing: it crashed or was
 // killed), so a wait shorter than that never takes over a lease.
-func (c *Cluster) Acquire(ctx context.Context, ns, identity string, duration, wait time.Duration, now func() time.Time) (*Lock, error) {
-	deadline := now().Add(wait)
-	var w leaseWatch
-	for {
-		lk, err := c.tryAcquire(ctx, ns, identity, duration, now, &w)
-		locked, isLocked := err.(*LockedError)
-		// Not after, but not before: wait 0 fails at once, whatever the
-		// clock's resolution (or a clock that does not move).
-		if err == nil || !isLocked || !now().Before(deadline) {
-			return lk, err
+// It waits with the executor's one wait policy (poll, on clk): wait 0
+// tries once, and a transient error is "not yet".
+func (c *Cluster) Acquire(ctx context.Context, ns, identity string, duration, wait time.Duration, clk clock.Clock) (*Lock, error) {
+	var (
+		w    leaseWatch
+		lk   *Lock
+		last error // why the last attempt did not take it
+	)
+	err := poll(ctx, clk, lockPoll, wait, func(ctx context.Context) (bool, error) {
+		var err error
+		lk, err = c.tryAcquire(ctx, ns, identity, duration, clk.Now, &w)
+		last = err
+		if _, locked := err.(*LockedError); locked {
+			return false, nil
 		}
-		if err := c.pauseFor(ctx, min(lockPoll, deadline.Sub(now()))); err != nil {
-			return nil, fmt.Errorf("%w (stopped waiting: %v)", locked, err)
-		}
+		return err == nil, err
+	})
+	switch {
+	case err == nil:
+		return lk, nil
+	case last == nil || errors.Is(err, last):
+		return nil, err
+	case err == errTimedOut:
+		return nil, last
 	}
-}
-
-// pauseFor waits d between lock attempts, or until ctx is done.
-func (c *Cluster) pauseFor(ctx context.Context, d time.Duration) error {
-	if c.pause != nil {
-		return c.pause(ctx, d)
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
+	return nil, fmt.Errorf("%w (stopped waiting: %v)", last, err)
 }
 
 func (c *Cluster) tryAcquire(ctx context.Context, ns, identity string, duration time.Duration, now func() time.Time, w *leaseWatch) (*Lock, error) {
@@ -378,13 +377,13 @@ var ErrLockLost = errors.New("this run lost its lock")
 // third of duration; lost is called (once) if a renewal fails, to stop the
 // run. On failure it releases what it took. Once they are all taken, the
 // locks fence c's writes until Release or Delete.
-func (c *Cluster) AcquireAll(ctx context.Context, namespaces []string, identity string, duration, wait time.Duration, now func() time.Time, lost func(error)) (*Locks, error) {
+func (c *Cluster) AcquireAll(ctx context.Context, namespaces []string, identity string, duration, wait time.Duration, clk clock.Clock, lost func(error)) (*Locks, error) {
 	names := append([]string(nil), namespaces...)
 	sort.Strings(names)
-	ls := &Locks{c: c, now: now, stop: make(chan struct{}), done: make(chan struct{})}
+	ls := &Locks{c: c, now: clk.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	go ls.keepAlive(ctx, duration, lost)
 	for _, ns := range names {
-		lk, err := c.Acquire(ctx, ns, identity, duration, wait, now)
+		lk, err := c.Acquire(ctx, ns, identity, duration, wait, clk)
 		if err != nil {
 			ls.Release(context.WithoutCancel(ctx))
 			return nil, err

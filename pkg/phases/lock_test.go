@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -56,23 +56,31 @@ func fakeCluster() *Cluster {
 	return &Cluster{Kube: cs}
 }
 
-// at is a clock stopped at t.
-func at(t time.Time) func() time.Time { return func() time.Time { return t } }
+// at is a clock stopped at t (a wait on it would pass at once).
+func at(t time.Time) *runClock { return newClock(t) }
 
-// runClock is one run's clock: it moves only when the test (or a pause
-// between lock attempts) moves it.
+// runClock is one run's clock: it moves only when the test moves it, or
+// when a wait on it (the pause between lock attempts) passes, which it does
+// at once, running meanwhile (another run's renewal, say) first.
 type runClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu        sync.Mutex
+	t         time.Time
+	meanwhile func()
 }
+
+var _ clock.Clock = (*runClock)(nil)
 
 func newClock(t time.Time) *runClock { return &runClock{t: t} }
 
-func (c *runClock) now() time.Time {
+func (c *runClock) now() time.Time { return c.Now() }
+
+func (c *runClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t
 }
+
+func (c *runClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
 
 func (c *runClock) add(d time.Duration) {
 	c.mu.Lock()
@@ -80,17 +88,26 @@ func (c *runClock) add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// pausing makes c's pauses between lock attempts pass on the waiter's
-// clock at once, running meanwhile (another run's renewal, say) first.
-func pausing(c *Cluster, waiter *runClock, meanwhile func()) {
-	c.pause = func(ctx context.Context, d time.Duration) error {
-		if meanwhile != nil {
-			meanwhile()
-		}
-		waiter.add(d)
-		return ctx.Err()
+// NewTimer passes d at once: the timer has fired when it is returned.
+func (c *runClock) NewTimer(d time.Duration) clock.Timer {
+	if c.meanwhile != nil {
+		c.meanwhile()
 	}
+	c.add(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.Now()
+	return firedTimer(ch)
 }
+
+func (c *runClock) After(d time.Duration) <-chan time.Time { return c.NewTimer(d).C() }
+func (c *runClock) Tick(d time.Duration) <-chan time.Time  { return c.NewTimer(d).C() }
+func (c *runClock) Sleep(d time.Duration)                  { <-c.NewTimer(d).C() }
+
+type firedTimer chan time.Time
+
+func (t firedTimer) C() <-chan time.Time      { return t }
+func (t firedTimer) Stop() bool               { return false }
+func (t firedTimer) Reset(time.Duration) bool { return false }
 
 func holder(t *testing.T, c *Cluster, ns string) string {
 	t.Helper()
@@ -183,7 +200,7 @@ func TestAcquireIgnoresClockSkew(t *testing.T) {
 	ctx := context.Background()
 	c := fakeCluster()
 	alice0 := newClock(t0)
-	mine, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 0, alice0.now)
+	mine, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 0, alice0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +211,7 @@ func TestAcquireIgnoresClockSkew(t *testing.T) {
 	// Bob's clock is 2 minutes ahead of Alice's: by it, her lease
 	// "expired" 100 s ago, though she renewed it a moment ago.
 	bobs := newClock(alice0.now().Add(2 * time.Minute))
-	_, err = c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, bobs.now)
+	_, err = c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, bobs)
 	var locked *LockedError
 	if !errors.As(err, &locked) || locked.Holder != alice {
 		t.Fatalf("Bob, clock 2m ahead, --wait-for-lock 0: %v, want Alice's LockedError", err)
@@ -205,14 +222,14 @@ func TestAcquireIgnoresClockSkew(t *testing.T) {
 
 	// Waiting longer than the duration does not help while Alice renews
 	// (every pause between Bob's attempts, on her own clock).
-	pausing(c, bobs, func() {
+	bobs.meanwhile = func() {
 		alice0.add(2 * time.Second)
 		if err := mine.Renew(ctx, alice0.now()); err != nil {
 			t.Errorf("Alice's renewal: %v", err)
 		}
-	})
+	}
 	start := bobs.now()
-	_, err = c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 2*time.Minute, bobs.now)
+	_, err = c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 2*time.Minute, bobs)
 	if !errors.As(err, &locked) || !strings.Contains(err.Error(), "another run is migrating it (it renewed the lock while this run waited)") {
 		t.Fatalf("Bob waiting 2m for a renewed lock: %v", err)
 	}
@@ -237,7 +254,7 @@ func TestAcquireTakesOverADeadLockAfterWatchingIt(t *testing.T) {
 	// still decides, not the renew time.
 	bobs := newClock(t0.Add(5 * time.Minute))
 	var holders []string
-	pausing(c, bobs, func() { holders = append(holders, holder(t, c, "shop")) })
+	bobs.meanwhile = func() { holders = append(holders, holder(t, c, "shop")) }
 	for _, tc := range []struct {
 		wait time.Duration
 		want string
@@ -245,7 +262,7 @@ func TestAcquireTakesOverADeadLockAfterWatchingIt(t *testing.T) {
 		{0, "another run is migrating it, or it died; a dead holder's lock is taken over only after watching it unrenewed for 30s: wait for it (--wait-for-lock 1m), or, if you know that run is dead, `kubectl meshmigrate unlock -n shop`"},
 		{20 * time.Second, "it has not been renewed in the 20s this run watched it, and a dead holder's lock is taken over only after watching it unrenewed for 30s: wait longer (--wait-for-lock 1m), or, if you know that run is dead, `kubectl meshmigrate unlock -n shop`"},
 	} {
-		_, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, tc.wait, bobs.now)
+		_, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, tc.wait, bobs)
 		var locked *LockedError
 		if !errors.As(err, &locked) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("--wait-for-lock %s: %v\nwant it to say %q", tc.wait, err, tc.want)
@@ -257,7 +274,7 @@ func TestAcquireTakesOverADeadLockAfterWatchingIt(t *testing.T) {
 
 	start := bobs.now()
 	holders = nil
-	lk, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs.now)
+	lk, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs)
 	if err != nil {
 		t.Fatalf("--wait-for-lock 1m, dead holder: %v", err)
 	}
@@ -313,8 +330,8 @@ func TestRenewAfterTakeoverFails(t *testing.T) {
 	// Alice stalled and Bob, having watched her lease unrenewed for 30s,
 	// took over: her run must stop.
 	bobs := newClock(t0.Add(20 * time.Second))
-	pausing(c, bobs, nil)
-	if _, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs.now); err != nil {
+	bobs.meanwhile = nil
+	if _, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs); err != nil {
 		t.Fatal(err)
 	}
 	err = mine.Renew(ctx, t0.Add(61*time.Second))
@@ -412,7 +429,7 @@ func TestAcquireAllReleasesOnFailure(t *testing.T) {
 func TestAcquireWaitsForRelease(t *testing.T) {
 	ctx := context.Background()
 	c := fakeCluster()
-	theirs, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, time.Now)
+	theirs, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, 0, clock.RealClock{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +439,7 @@ func TestAcquireWaitsForRelease(t *testing.T) {
 		released <- theirs.Release(ctx)
 	}()
 	start := time.Now()
-	lk, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 10*time.Second, time.Now)
+	lk, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, 10*time.Second, clock.RealClock{})
 	if err != nil {
 		t.Fatalf("waiting for the lock: %v", err)
 	}
@@ -439,142 +456,15 @@ func TestAcquireWaitsForRelease(t *testing.T) {
 
 func TestAcquireStopsWaitingWhenCancelled(t *testing.T) {
 	c := fakeCluster()
-	if _, err := c.Acquire(context.Background(), "shop", bob, DefaultLeaseDuration, 0, time.Now); err != nil {
+	if _, err := c.Acquire(context.Background(), "shop", bob, DefaultLeaseDuration, 0, clock.RealClock{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, time.Minute, time.Now)
+	_, err := c.Acquire(ctx, "shop", alice, DefaultLeaseDuration, time.Minute, clock.RealClock{})
 	var locked *LockedError
 	if !errors.As(err, &locked) || locked.Holder != bob || !strings.Contains(err.Error(), "stopped waiting") {
 		t.Errorf("cancelled wait: %v, want Bob's LockedError and why it stopped", err)
-	}
-}
-
-// fencedCluster is fakeCluster (compare-and-swap Leases) with the dynamic
-// fake of the executor tests for the objects a plan touches.
-func fencedCluster(t *testing.T) (*Cluster, *dynamicfake.FakeDynamicClient) {
-	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"team": "shop"}))
-	c.Kube = fakeCluster().Kube
-	return c, dyn
-}
-
-// writeAll tries each kind of write the executor makes, returning their
-// errors.
-func writeAll(ctx context.Context, c *Cluster, at time.Time) map[string]error {
-	pa := map[string]any{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-		"metadata": map[string]any{"name": "default", "namespace": "shop"}, "spec": map[string]any{"mtls": map[string]any{"mode": "STRICT"}}}
-	gvr, _ := resourceFor("security.istio.io/v1", "PeerAuthentication")
-	_, applyErr := c.apply(ctx, gvr, "shop", pa)
-	team := "other"
-	return map[string]error{
-		"apply":            applyErr,
-		"patchLabels":      c.patchLabels(ctx, "shop", map[string]string{"team": "shop"}, map[string]*string{"team": &team}),
-		"delete":           c.delete(ctx, gvr, "shop", "default", "uid-1"),
-		"SaveCheckpoint":   c.SaveCheckpoint(ctx, &Checkpoint{Namespace: "shop", PlanID: "mp-1"}, alice, at),
-		"DeleteCheckpoint": c.DeleteCheckpoint(ctx, "shop"),
-	}
-}
-
-// kubeWrites are the writes the typed fake saw, but the Leases'.
-func kubeWrites(c *Cluster) []string {
-	var out []string
-	for _, a := range c.Kube.(*fake.Clientset).Actions() {
-		if v := a.GetVerb(); v != "get" && v != "list" && v != "watch" && a.GetResource().Resource != "leases" {
-			out = append(out, v+" "+a.GetResource().Resource)
-		}
-	}
-	return out
-}
-
-func checkRefused(t *testing.T, errs map[string]error, why string) {
-	t.Helper()
-	for w, err := range errs {
-		if !errors.Is(err, ErrLockLost) || !strings.Contains(err.Error(), "this run lost its lock") ||
-			!strings.Contains(err.Error(), "nothing more was written") || !strings.Contains(err.Error(), why) {
-			t.Errorf("%s after the lock was lost: %v; want it refused, saying the lock was lost (%s) and nothing more was written", w, err, why)
-		}
-	}
-}
-
-// A run whose renewal failed (Bob took the lease over) writes nothing more:
-// every write, even the checkpoint's (which ignores the run's
-// cancellation), is refused before it reaches the API server.
-func TestLostLockFencesWrites(t *testing.T) {
-	ctx := context.Background()
-	c, dyn := fencedCluster(t)
-	alices := newClock(t0)
-	ls, err := c.AcquireAll(ctx, []string{"shop"}, alice, DefaultLeaseDuration, 0, alices.now, func(error) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ls.Release(ctx)
-	// Held: the fence lets writes through.
-	if _, err := c.apply(ctx, kinds["Namespace"], "", map[string]any{"apiVersion": "v1", "kind": "Namespace",
-		"metadata": map[string]any{"name": "shop", "labels": map[string]any{"istio-injection": "enabled"}}}); err != nil {
-		t.Fatalf("a write under a held lock: %v", err)
-	}
-	if err := c.SaveCheckpoint(ctx, &Checkpoint{Namespace: "shop", PlanID: "mp-1"}, alice, alices.now()); err != nil {
-		t.Fatalf("a checkpoint under a held lock: %v", err)
-	}
-	// Alice's run stalls (renewals stuck, her clock still); Bob watches her
-	// lease unrenewed for 30s and takes it over.
-	bobs := newClock(t0)
-	pausing(c, bobs, nil)
-	if _, err := c.Acquire(ctx, "shop", bob, DefaultLeaseDuration, time.Minute, bobs.now); err != nil {
-		t.Fatal(err)
-	}
-	dyn.ClearActions()
-	c.Kube.(*fake.Clientset).ClearActions()
-
-	err = ls.renew(ctx)
-	if err == nil {
-		t.Fatal("Alice renewed a lock Bob holds")
-	}
-	checkRefused(t, writeAll(ctx, c, alices.now()), "another run may have taken it over")
-	if w := writes(dyn); len(w) != 0 {
-		t.Errorf("after the lock was lost these writes reached the API server: %v", w)
-	}
-	if w := kubeWrites(c); len(w) != 0 {
-		t.Errorf("after the lock was lost these writes reached the API server: %v", w)
-	}
-}
-
-// A run whose renewals stall writes nothing once its last renewal is as old
-// as the lease duration (another run may have taken the lease over by
-// then), even before a renewal fails; Release ends the fence.
-func TestStalledLockFencesWrites(t *testing.T) {
-	ctx := context.Background()
-	c, dyn := fencedCluster(t)
-	alices := newClock(t0)
-	ls, err := c.AcquireAll(ctx, []string{"shop"}, alice, DefaultLeaseDuration, 0, alices.now, func(error) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	alices.add(DefaultLeaseDuration - time.Second)
-	if err := c.DeleteCheckpoint(ctx, "shop"); err != nil {
-		t.Fatalf("29s after the last renewal: %v", err)
-	}
-	alices.add(time.Second)
-	dyn.ClearActions()
-	c.Kube.(*fake.Clientset).ClearActions()
-	checkRefused(t, writeAll(ctx, c, alices.now()), "last renewed 30s ago")
-	if w := append(writes(dyn), kubeWrites(c)...); len(w) != 0 {
-		t.Errorf("writes after the lock went unrenewed for 30s: %v", w)
-	}
-	// A renewal opens it again.
-	if err := ls.renew(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.DeleteCheckpoint(ctx, "shop"); err != nil {
-		t.Errorf("after a renewal: %v", err)
-	}
-	alices.add(time.Hour)
-	if err := ls.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if c.fence.Load() != nil {
-		t.Error("the fence outlived Release")
 	}
 }
 

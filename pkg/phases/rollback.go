@@ -56,7 +56,7 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to plan.Ph
 	if !e.dry() {
 		runCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		locks, err = e.Cluster.AcquireAll(runCtx, stored, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Clock.Now, func(err error) { cancel(err) })
+		locks, err = e.Cluster.AcquireAll(runCtx, stored, e.Options.Identity, e.Options.LeaseDuration, e.Options.LockWait, e.Clock, func(err error) { cancel(err) })
 		if err != nil {
 			return nil, err
 		}

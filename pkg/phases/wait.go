@@ -10,7 +10,7 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// The one wait policy of the executor, for rollouts, gates and the
+// The one wait policy of the executor, for rollouts, gates, lock waits and the
 // traffic windows: poll a condition every interval until it holds, the
 // context ends, or the timeout passes, on the executor's clock (a fake one
 // in tests, so deadlines are tested without waiting). A transient API
