@@ -21,7 +21,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/cli-runtime/pkg/printers"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/clock"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
@@ -114,26 +113,6 @@ func (f *ExecFlags) dry() bool { return phases.DryRunMode(f.DryRun) != phases.Dr
 // the observer its gates read. Tests hand in fakes.
 type connector func(f *ExecFlags) (*phases.Cluster, phases.Observer, error)
 
-// connectTo reaches the cluster the kubectl flags name.
-func connectTo(configFlags *genericclioptions.ConfigFlags) connector {
-	return func(f *ExecFlags) (*phases.Cluster, phases.Observer, error) {
-		reader, err := newReader(configFlags)
-		if err != nil {
-			return nil, nil, err
-		}
-		cfg, err := restConfig(configFlags)
-		if err != nil {
-			return nil, nil, err
-		}
-		dyn, err := dynamic.NewForConfig(cfg)
-		if err != nil {
-			return nil, nil, fmt.Errorf("build the dynamic client: %w", err)
-		}
-		return &phases.Cluster{Kube: reader.Kube, Dynamic: dyn},
-			&clusterObserver{reader: reader, traffic: f.Traffic, configFlags: configFlags}, nil
-	}
-}
-
 // newExecutor builds the executor over the connected cluster; events get
 // what it does.
 func newExecutor(connect connector, events func(phases.Event), f *ExecFlags, opts phases.Options) (*phases.Executor, error) {
@@ -184,9 +163,9 @@ func identity() string {
 
 // clusterObserver reads the cluster and live telemetry for the gates.
 type clusterObserver struct {
-	reader      snapshotReader
-	traffic     TrafficFlags
-	configFlags *genericclioptions.ConfigFlags
+	reader  snapshotReader
+	traffic TrafficFlags
+	factory *Factory
 }
 
 func (o *clusterObserver) Audit(ctx context.Context, namespaces []string, since time.Time) (*cluster.Snapshot, *audit.Report, error) {
@@ -198,7 +177,7 @@ func (o *clusterObserver) Audit(ctx context.Context, namespaces []string, since 
 	if !since.IsZero() {
 		tf := o.traffic
 		tf.Window = windowSince(since)
-		if obs, err = tf.Observe(ctx, o.configFlags); err != nil {
+		if obs, err = tf.Observe(ctx, o.factory); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -206,7 +185,7 @@ func (o *clusterObserver) Audit(ctx context.Context, namespaces []string, since 
 }
 
 func (o *clusterObserver) ShadowDecisions(ctx context.Context, ns string, since time.Time) ([]traffic.ShadowCount, string, error) {
-	p, err := o.traffic.prometheus(ctx, o.configFlags)
+	p, err := o.traffic.prometheus(ctx, o.factory)
 	if err != nil {
 		return nil, "", err
 	}
@@ -241,7 +220,7 @@ type ApplyOptions struct {
 
 // NewApplyOptions returns options with their defaults.
 func NewApplyOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *ApplyOptions {
-	return &ApplyOptions{configFlags: configFlags, IOStreams: streams, connect: connectTo(configFlags)}
+	return &ApplyOptions{configFlags: configFlags, IOStreams: streams, connect: NewFactory(configFlags).Executor}
 }
 
 // ApplySummary is what `apply -o json` prints when a run ends done or

@@ -325,7 +325,7 @@ func TestLeaseDurationFlag(t *testing.T) {
 		}
 		configFlags := genericclioptions.NewConfigFlags(false)
 		configFlags.KubeConfig = &kubeconfig
-		ex, err := newExecutor(connectTo(configFlags), nil, &f, phases.Options{})
+		ex, err := newExecutor(NewFactory(configFlags).Executor, nil, &f, phases.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -110,12 +110,12 @@ func (o *AuditOptions) Complete(cmd *cobra.Command) error {
 // for, and audits them: what every command that judges the cluster starts
 // from.
 func readAndAudit(ctx context.Context, reader snapshotReader, scope cluster.Scope, traffic *TrafficFlags,
-	configFlags *genericclioptions.ConfigFlags) (*cluster.Snapshot, *audit.Report, audit.Observation, error) {
+	f *Factory) (*cluster.Snapshot, *audit.Report, audit.Observation, error) {
 	snap, err := reader.Read(ctx, scope)
 	if err != nil {
 		return nil, nil, audit.Observation{}, err
 	}
-	obs, err := traffic.Observe(ctx, configFlags)
+	obs, err := traffic.Observe(ctx, f)
 	if err != nil {
 		return nil, nil, audit.Observation{}, err
 	}
@@ -199,7 +199,7 @@ func (o *AuditOptions) Validate() error {
 // Run reads the cluster, audits it and prints the report. It returns
 // errNeedsAttention (exit 2) when a finding is an error or a warning.
 func (o *AuditOptions) Run(ctx context.Context) error {
-	_, report, _, err := readAndAudit(ctx, o.reader, o.scope, &o.Traffic, o.configFlags)
+	_, report, _, err := readAndAudit(ctx, o.reader, o.scope, &o.Traffic, o.factory)
 	if err != nil {
 		return err
 	}

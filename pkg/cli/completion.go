@@ -8,8 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
-	"k8s.io/client-go/kubernetes"
 )
 
 // registerCompletions adds dynamic completion of the kubectl flags, the way
@@ -17,12 +15,12 @@ import (
 // kubeconfig. kubectl (>= 1.26) calls the kubectl_complete-meshmigrate
 // helper shipped in the release archives, which runs `kubectl-meshmigrate
 // __complete`.
-func registerCompletions(root *cobra.Command, configFlags *genericclioptions.ConfigFlags) {
+func registerCompletions(root *cobra.Command, f *Factory) {
 	_ = root.RegisterFlagCompletionFunc("namespace", func(_ *cobra.Command, _ []string, prefix string) ([]string, cobra.ShellCompDirective) {
-		return completeNamespaces(configFlags, prefix), cobra.ShellCompDirectiveNoFileComp
+		return completeNamespaces(f, prefix), cobra.ShellCompDirectiveNoFileComp
 	})
 	_ = root.RegisterFlagCompletionFunc("context", func(_ *cobra.Command, _ []string, prefix string) ([]string, cobra.ShellCompDirective) {
-		raw, err := configFlags.ToRawKubeConfigLoader().RawConfig()
+		raw, err := f.configFlags.ToRawKubeConfigLoader().RawConfig()
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
@@ -39,13 +37,8 @@ func registerCompletions(root *cobra.Command, configFlags *genericclioptions.Con
 
 // completeNamespaces lists the cluster's namespaces that start with prefix;
 // on any error it offers nothing rather than hang or print.
-func completeNamespaces(configFlags *genericclioptions.ConfigFlags, prefix string) []string {
-	cfg, err := restConfig(configFlags)
-	if err != nil {
-		return nil
-	}
-	cfg.Timeout = 5 * time.Second
-	kube, err := kubernetes.NewForConfig(cfg)
+func completeNamespaces(f *Factory, prefix string) []string {
+	kube, err := f.Kube()
 	if err != nil {
 		return nil
 	}

@@ -1,8 +1,12 @@
 package cli
 
 import (
+	"fmt"
+
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 )
@@ -18,6 +22,7 @@ type Factory struct {
 	reader  snapshotReader
 	kube    kubernetes.Interface
 	connect connector
+	config  *rest.Config
 }
 
 // NewFactory reaches the cluster configFlags name.
@@ -38,12 +43,30 @@ func (f *Factory) Reader() (snapshotReader, error) {
 	return r, nil
 }
 
-// Kube is the typed client (status, unlock).
+// RESTConfig is the cluster config the kubectl flags name, with the
+// plugin's user agent (the Prometheus service proxy goes through it).
+func (f *Factory) RESTConfig() (*rest.Config, error) {
+	if f.config == nil {
+		cfg, err := restConfig(f.configFlags)
+		if err != nil {
+			return nil, err
+		}
+		f.config = cfg
+	}
+	return rest.CopyConfig(f.config), nil
+}
+
+// Kube is the typed client (status, unlock, completion, finding
+// Prometheus).
 func (f *Factory) Kube() (kubernetes.Interface, error) {
 	if f.kube != nil {
 		return f.kube, nil
 	}
-	k, err := kubeClient(f.configFlags)
+	cfg, err := f.RESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	k, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -57,5 +80,21 @@ func (f *Factory) Executor(flags *ExecFlags) (*phases.Cluster, phases.Observer, 
 	if f.connect != nil {
 		return f.connect(flags)
 	}
-	return connectTo(f.configFlags)(flags)
+	reader, err := f.Reader()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := f.RESTConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("build the dynamic client: %w", err)
+	}
+	kube, err := f.Kube()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &phases.Cluster{Kube: kube, Dynamic: dyn}, &clusterObserver{reader: reader, traffic: flags.Traffic, factory: f}, nil
 }

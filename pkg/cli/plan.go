@@ -217,7 +217,7 @@ func (o *PlanOptions) Validate() error {
 // Run reads the cluster and the traffic, makes the plan and prints it. It
 // returns errNeedsAttention (exit 2) when a step is blocked.
 func (o *PlanOptions) Run(ctx context.Context) error {
-	snap, report, obs, err := readAndAudit(ctx, o.reader, o.scope, &o.Traffic, o.configFlags)
+	snap, report, obs, err := readAndAudit(ctx, o.reader, o.scope, &o.Traffic, o.factory)
 	if err != nil {
 		return err
 	}

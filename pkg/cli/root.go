@@ -42,7 +42,7 @@ Follow it:            kubectl meshmigrate status -A`,
 		SilenceUsage:  true,
 	}
 	configFlags.AddFlags(root.PersistentFlags())
-	registerCompletions(root, configFlags)
+	registerCompletions(root, f)
 	root.AddCommand(newCmdAudit(configFlags, streams, f))
 	root.AddCommand(newCmdPlan(configFlags, streams, f))
 	root.AddCommand(newCmdApply(configFlags, streams, f))
@@ -50,7 +50,7 @@ Follow it:            kubectl meshmigrate status -A`,
 	root.AddCommand(newCmdVerify(configFlags, streams, f))
 	root.AddCommand(newCmdRollback(configFlags, streams, f))
 	root.AddCommand(newCmdUnlock(configFlags, streams, f))
-	root.AddCommand(NewCmdTraffic(configFlags, streams))
+	root.AddCommand(newCmdTraffic(streams, f))
 	root.AddCommand(NewCmdVersion(streams))
 	return root
 }

@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -282,14 +281,6 @@ func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 		rows = append(rows, []string{s.Namespace, plan, string(s.Phase), string(s.State), gate, records, lock, updated})
 	}
 	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
-}
-
-func kubeClient(configFlags *genericclioptions.ConfigFlags) (kubernetes.Interface, error) {
-	cfg, err := restConfig(configFlags)
-	if err != nil {
-		return nil, err
-	}
-	return kubernetes.NewForConfig(cfg)
 }
 
 // UnlockOptions are the options of `kubectl meshmigrate unlock`.

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
@@ -56,15 +55,15 @@ func (f *TrafficFlags) Validate() error {
 }
 
 // prometheus returns the reader the flags point at.
-func (f *TrafficFlags) prometheus(ctx context.Context, configFlags *genericclioptions.ConfigFlags) (*traffic.Prometheus, error) {
+func (f *TrafficFlags) prometheus(ctx context.Context, factory *Factory) (*traffic.Prometheus, error) {
 	if f.PrometheusURL != "" {
 		return traffic.NewPrometheus(f.PrometheusURL, nil)
 	}
-	cfg, err := restConfig(configFlags)
+	cfg, err := factory.RESTConfig()
 	if err != nil {
 		return nil, err
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
+	kube, err := factory.Kube()
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +73,7 @@ func (f *TrafficFlags) prometheus(ctx context.Context, configFlags *genericcliop
 // Observe reads the traffic the flags ask for. Not finding a Prometheus in
 // the cluster is not an error (the audit says traffic is unknown, with a
 // finding); a Prometheus the user named that cannot be read is.
-func (f *TrafficFlags) Observe(ctx context.Context, configFlags *genericclioptions.ConfigFlags) (audit.Observation, error) {
+func (f *TrafficFlags) Observe(ctx context.Context, factory *Factory) (audit.Observation, error) {
 	switch {
 	case f.NoTraffic:
 		return audit.Observation{Reason: "--no-traffic: telemetry was not read"}, nil
@@ -85,7 +84,7 @@ func (f *TrafficFlags) Observe(ctx context.Context, configFlags *genericclioptio
 		}
 		return audit.Observation{Graph: g}, nil
 	}
-	p, err := f.prometheus(ctx, configFlags)
+	p, err := f.prometheus(ctx, factory)
 	if errors.Is(err, traffic.ErrNoPrometheus) {
 		return audit.Observation{Reason: err.Error(), Failed: true}, nil
 	}
@@ -101,24 +100,28 @@ func (f *TrafficFlags) Observe(ctx context.Context, configFlags *genericclioptio
 
 // NewCmdTraffic builds `kubectl meshmigrate traffic`.
 func NewCmdTraffic(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	return newCmdTraffic(streams, NewFactory(configFlags))
+}
+
+func newCmdTraffic(streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "traffic",
 		Short: "Work with the observed traffic graph",
 	}
-	cmd.AddCommand(newCmdTrafficExport(configFlags, streams))
+	cmd.AddCommand(newCmdTrafficExport(streams, f))
 	return cmd
 }
 
 // TrafficExportOptions are the options of `traffic export`.
 type TrafficExportOptions struct {
-	configFlags *genericclioptions.ConfigFlags
+	factory *Factory
 	genericiooptions.IOStreams
 	Traffic TrafficFlags
 	Output  string
 }
 
-func newCmdTrafficExport(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &TrafficExportOptions{configFlags: configFlags, IOStreams: streams}
+func newCmdTrafficExport(streams genericiooptions.IOStreams, f *Factory) *cobra.Command {
+	o := &TrafficExportOptions{factory: f, IOStreams: streams}
 	cmd := &cobra.Command{
 		Use:   "export [-o FILE]",
 		Short: "Save the observed traffic graph, to audit and plan from it offline (--traffic-file)",
@@ -148,7 +151,7 @@ func (o *TrafficExportOptions) Validate() error {
 
 // Run reads the graph and writes it.
 func (o *TrafficExportOptions) Run(ctx context.Context) error {
-	p, err := o.Traffic.prometheus(ctx, o.configFlags)
+	p, err := o.Traffic.prometheus(ctx, o.factory)
 	if err != nil {
 		return err
 	}

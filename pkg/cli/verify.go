@@ -91,7 +91,7 @@ func (o *VerifyOptions) Run(ctx context.Context, scope cluster.Scope) error {
 	if err != nil {
 		return err
 	}
-	_, report, _, err := readAndAudit(ctx, reader, scope, &o.Traffic, o.configFlags)
+	_, report, _, err := readAndAudit(ctx, reader, scope, &o.Traffic, o.factory)
 	if err != nil {
 		return err
 	}
