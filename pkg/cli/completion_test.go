@@ -16,7 +16,9 @@ import (
 // command's factory (here over a fake clientset): what the shell offers
 // after `kubectl meshmigrate audit -n sh<TAB>`.
 func TestNamespaceCompletionReadsThroughTheFactory(t *testing.T) {
-	ns := func(name string) *corev1.Namespace { return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	ns := func(name string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	}
 	kube := kubefake.NewClientset(ns("shop"), ns("shipping"), ns("payments"))
 	var out, errOut bytes.Buffer
 	cmd := newRootCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, &Factory{kube: kube})
