@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -213,19 +215,44 @@ scrape_configs:
 		return nil, err
 	}
 	p := &Prometheus{URL: "http://" + addr, cmd: cmd}
+	// Ready is not enough: Prometheus hands discovered targets to its
+	// scrape loops on a 5-second tick, so its first scrape comes up to
+	// about 5 s after /-/ready. Wait for two scrapes of the target, so
+	// every series exists (and has a baseline) before a test acts.
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/-/ready", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
+		if n, err := p.scrapes(ctx); err == nil && n >= 2 {
+			return p, nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	p.Stop()
-	return nil, fmt.Errorf("prometheus did not become ready on %s: see %s", addr, logf.Name())
+	return nil, fmt.Errorf("prometheus on %s did not scrape %s twice within 30s: see %s", addr, target, logf.Name())
+}
+
+// scrapes counts the successful scrapes of the last minute.
+func (p *Prometheus) scrapes(ctx context.Context) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/api/v1/query?query="+url.QueryEscape("sum(sum_over_time(up[1m]))"), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Data.Result) == 0 {
+		return 0, err
+	}
+	v, _ := body.Data.Result[0].Value[1].(string)
+	return strconv.ParseFloat(v, 64)
 }
 
 // Stop ends the Prometheus process.

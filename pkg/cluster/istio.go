@@ -138,7 +138,7 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, policyNamesp
 				}
 				return r.Istio.SecurityV1beta1().PeerAuthentications(ns).List(ctx, o)
 			}
-		}, inPolicyScope, func(o runtime.Object) error {
+		}, nil, inPolicyScope, func(o runtime.Object) error {
 			switch pa := o.(type) {
 			case *clientsecv1.PeerAuthentication:
 				snap.PeerAuthentications = append(snap.PeerAuthentications, peerAuthenticationFrom(&pa.ObjectMeta, &pa.Spec))
@@ -158,7 +158,7 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, policyNamesp
 				}
 				return r.Istio.SecurityV1beta1().AuthorizationPolicies(ns).List(ctx, o)
 			}
-		}, inPolicyScope, func(o runtime.Object) error {
+		}, nil, inPolicyScope, func(o runtime.Object) error {
 			switch ap := o.(type) {
 			case *clientsecv1.AuthorizationPolicy:
 				snap.AuthorizationPolicies = append(snap.AuthorizationPolicies, authorizationPolicyFrom(&ap.ObjectMeta, &ap.Spec))
@@ -198,7 +198,7 @@ func (r *Reader) istioPolicies(ctx context.Context, snap *Snapshot, policyNamesp
 	}
 	snap.DestinationRules = nil
 	avail.DestinationRulesPartial = true
-	return avail, r.listNamespaced(ctx, "list", "destinationrules."+networkingGroup, policyNamespaces, false, drPage, inPolicyScope, visitDR)
+	return avail, r.listNamespaced(ctx, "list", "destinationrules."+networkingGroup, policyNamespaces, false, drPage, nil, inPolicyScope, visitDR)
 }
 
 func peerAuthenticationFrom(m *metav1.ObjectMeta, s *securityv1beta1.PeerAuthentication) PeerAuthentication {

@@ -105,9 +105,9 @@ func telemetry(ctx context.Context, t *testing.T, c *envconf.Config, series ...e
 		exp.Close()
 		t.Fatal(err)
 	}
+	// StartPrometheus returns after two scrapes: the series exist before
+	// anything is meshed.
 	t.Cleanup(func() { prom.Stop(); exp.Close() })
-	// A couple of scrapes, so the series exist before anything is meshed.
-	time.Sleep(3 * time.Second)
 	return exp, prom
 }
 
