@@ -184,6 +184,16 @@ func (o *clusterObserver) Audit(ctx context.Context, namespaces []string, since 
 	return snap, audit.Audit(snap, obs), nil
 }
 
+func (o *clusterObserver) Health(ctx context.Context, ns string, since, until time.Time) (traffic.Health, string, error) {
+	p, err := o.traffic.prometheus(ctx, o.factory)
+	if err != nil {
+		return traffic.Health{}, "", err
+	}
+	w := max(until.Sub(since).Round(time.Second), time.Second)
+	h, err := p.Health(ctx, ns, w, until)
+	return h, fmt.Sprintf("%s until %s (%s)", model.Duration(w), until.UTC().Format(time.RFC3339), p.URL), err
+}
+
 func (o *clusterObserver) ShadowDecisions(ctx context.Context, ns string, since time.Time) ([]traffic.ShadowCount, string, error) {
 	p, err := o.traffic.prometheus(ctx, o.factory)
 	if err != nil {
@@ -212,6 +222,11 @@ type ApplyOptions struct {
 	Phase, Through string
 	Output         string
 	Exec           ExecFlags
+	// Bake is how long the guard watches after STRICT and enforcement;
+	// MaxErrorRatio its --bake-max-error-ratio (negative: baseline + 1pp).
+	Bake          time.Duration
+	MaxErrorRatio float64
+	KeepGoing     bool
 
 	namespaces []string
 	plan       *plan.Plan
@@ -220,7 +235,8 @@ type ApplyOptions struct {
 
 // NewApplyOptions returns options with their defaults.
 func NewApplyOptions(configFlags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *ApplyOptions {
-	return &ApplyOptions{configFlags: configFlags, IOStreams: streams, connect: NewFactory(configFlags).Executor}
+	return &ApplyOptions{configFlags: configFlags, IOStreams: streams, connect: NewFactory(configFlags).Executor,
+		Bake: defaultBake, MaxErrorRatio: -1}
 }
 
 // ApplySummary is what `apply -o json` prints when a run ends done or
@@ -240,7 +256,13 @@ type ApplySummary struct {
 	// Changes made, or in a dry run the changes that would be made.
 	Changes int           `json:"changes"`
 	Stops   []phases.Stop `json:"stops"`
+	// Results are where the run left each namespace: done, stopped,
+	// undone (by the guard), unverified or held-back.
+	Results []phases.NamespaceResult `json:"results"`
 }
+
+// defaultBake is --bake's default: how long the guard watches.
+const defaultBake = 5 * time.Minute
 
 // The summary's identity; apiVersion is the plan's.
 const (
@@ -296,6 +318,9 @@ prints the run's task queue.`,
 	cmd.Flags().StringVar(&o.Through, "through", "", "Run the phases up to and including this one")
 	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "json: stream the events on stdout, one JSON object a line, and end with a summary (ApplySummary); the rest goes to stderr")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("json"))
+	cmd.Flags().DurationVar(&o.Bake, "bake", o.Bake, "After STRICT and after enforcement, watch the namespace this long and undo that phase when callers break (plaintext calls, denials, errors over the baseline); 0 turns the guard off (recorded)")
+	cmd.Flags().Float64Var(&o.MaxErrorRatio, "bake-max-error-ratio", o.MaxErrorRatio, "The callers' error ratio (0 to 1) over which the guard undoes a change (default: the ratio before the change plus 0.01)")
+	cmd.Flags().BoolVar(&o.KeepGoing, "keep-going", false, "A namespace that stops (gate, blocked step, guard) stops alone: those that do not depend on it (by the plan's calledBy) go on; a per-namespace summary ends the run")
 	o.Exec.AddFlags(cmd.Flags(), true)
 	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("through", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
@@ -346,6 +371,12 @@ func (o *ApplyOptions) Validate() error {
 			return fmt.Errorf("unknown phase %q: want one of %s", p, plan.PhaseList())
 		}
 	}
+	if o.Bake < 0 {
+		return fmt.Errorf("--bake %s: want a duration of 0 (no guard) or more, e.g. 5m", o.Bake)
+	}
+	if o.MaxErrorRatio != -1 && (o.MaxErrorRatio < 0 || o.MaxErrorRatio > 1) {
+		return fmt.Errorf("--bake-max-error-ratio %g: want a ratio from 0 to 1 (0.05 is 5%% of the callers' requests failing)", o.MaxErrorRatio)
+	}
 	return o.Exec.Validate()
 }
 
@@ -359,7 +390,8 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	if o.Output == "json" {
 		log, events = o.ErrOut, jsonEvents(o.Out)
 	}
-	ex, err := newExecutor(o.connect, events, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: plan.PhaseName(o.Phase), Through: plan.PhaseName(o.Through)})
+	ex, err := newExecutor(o.connect, events, &o.Exec, phases.Options{Namespaces: o.namespaces, Phase: plan.PhaseName(o.Phase), Through: plan.PhaseName(o.Through),
+		Bake: o.Bake, BakeMaxErrorRatio: o.MaxErrorRatio, KeepGoing: o.KeepGoing})
 	if err != nil {
 		return err
 	}
@@ -396,7 +428,7 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 	}
 	if o.Output == "json" {
 		s := ApplySummary{APIVersion: plan.APIVersion, Kind: applySummaryKind, PlanID: o.plan.ID, DryRun: o.Exec.DryRun,
-			Namespaces: pv.Namespaces, Phases: pv.Phases, Resuming: pv.Resuming, Result: resultDone, Changes: out.Changes, Stops: out.Stops}
+			Namespaces: pv.Namespaces, Phases: pv.Phases, Resuming: pv.Resuming, Result: resultDone, Changes: out.Changes, Stops: out.Stops, Results: out.Results}
 		switch {
 		case len(out.Stops) > 0:
 			s.Result = resultStopped
@@ -406,6 +438,16 @@ func (o *ApplyOptions) Run(ctx context.Context) error {
 		// One line, after the events: the stream stays one JSON object a line.
 		nonnil.Fill(&s)
 		if err := json.NewEncoder(o.Out).Encode(&s); err != nil {
+			return err
+		}
+	}
+	if o.KeepGoing && !o.Exec.dry() {
+		rows := make([][]string, 0, len(out.Results))
+		for _, r := range out.Results {
+			rows = append(rows, []string{r.Namespace, string(r.Result), string(r.Phase), r.Reason})
+		}
+		fmt.Fprintln(log, "Summary:")
+		if err := renderRows(log, []string{"NAMESPACE", "RESULT", "PHASE", "REASON"}, rows); err != nil {
 			return err
 		}
 	}

@@ -278,9 +278,19 @@ func (o *StatusOptions) printStatus(sts []phases.NamespaceStatus) error {
 		if s.Error != "" {
 			records = "-" // unknown: the records could not be read
 		}
-		rows = append(rows, []string{s.Namespace, plan, string(s.Phase), string(s.State), gate, records, lock, updated})
+		guard := "-"
+		if g := s.Guard; g != nil {
+			guard = string(g.Result)
+			if g.Undone {
+				guard += ", undone"
+			}
+			if g.Result != phases.GuardOff {
+				guard += " (" + g.Since.Format(time.RFC3339) + " to " + g.Until.Format(time.RFC3339) + ")"
+			}
+		}
+		rows = append(rows, []string{s.Namespace, plan, string(s.Phase), string(s.State), gate, guard, records, lock, updated})
 	}
-	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
+	return renderRows(o.Out, []string{"NAMESPACE", "PLAN", "PHASE", "STATE", "LAST GATE", "GUARD", "UNDO RECORDS", "LOCK", "UPDATED"}, rows)
 }
 
 // UnlockOptions are the options of `kubectl meshmigrate unlock`.

@@ -42,9 +42,13 @@ type State string
 const (
 	StateRunning State = "running"
 	StateDone    State = "done"
-	StateStopped State = "stopped" // a gate did not pass or a step is blocked
-	StateSkipped State = "skipped"
-	StateStarted State = "started" // a step's change may or may not have been made
+	StateStopped State = "stopped" // a gate did not pass, a step is blocked, or the guard undid the change
+	// StateUnverified: the change was made and stays, but the guard saw
+	// no data to judge it by (or could not read the telemetry); the next
+	// apply watches it again.
+	StateUnverified State = "unverified"
+	StateSkipped    State = "skipped"
+	StateStarted    State = "started" // a step's change may or may not have been made
 )
 
 // Verdict is a gate's result.
@@ -120,6 +124,8 @@ type PhaseRecord struct {
 	StartedAt  *time.Time     `json:"startedAt,omitempty"`
 	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
 	Gate       *GateResult    `json:"gate,omitempty"`
+	// Guard is the post-change guard's verdict (strict and authz).
+	Guard *GuardResult `json:"guard,omitempty"`
 }
 
 // GateResult is the last evaluation of a gate.

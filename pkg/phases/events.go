@@ -21,7 +21,9 @@ const (
 	EventGate         EventType = "gate"          // a gate was judged (Gate holds the verdict)
 	EventPhaseDone    EventType = "phase-done"    // a phase finished
 	EventPhaseSkipped EventType = "phase-skipped" // a phase needs nothing: skipped or done in the plan, or already done
-	EventStop         EventType = "stop"          // the namespace stops here: a gate did not pass, a step is blocked
+	EventGuard        EventType = "guard"         // the guard judged a change after its bake window (Guard holds the verdict)
+	EventStop         EventType = "stop"          // the namespace stops here: a gate did not pass, a step is blocked, the guard undid a change
+	EventHeldBack     EventType = "held-back"     // --keep-going: a namespace does not start, as one it depends on stopped
 	EventUndone       EventType = "undone"        // rollback reverted a change
 	EventRolledBack   EventType = "rolled-back"   // rollback finished a namespace
 	EventWarning      EventType = "warning"       // something the user must know: a forced step, a lifted floor
@@ -39,6 +41,7 @@ type Event struct {
 	Action    plan.Action    `json:"action,omitempty"`
 	Target    string         `json:"target,omitempty"`
 	Gate      *GateResult    `json:"gate,omitempty"`
+	Guard     *GuardResult   `json:"guard,omitempty"`
 	// Task is the queued task a dry run prints (EventQueue).
 	Task *Task `json:"task,omitempty"`
 	// Message is the line as people read it, after "namespace: ".

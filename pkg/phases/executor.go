@@ -26,6 +26,9 @@ type Observer interface {
 	// ShadowDecisions returns the dry-run authorization decisions in ns
 	// since `since`, per pod and protocol; window describes it.
 	ShadowDecisions(ctx context.Context, ns string, since time.Time) (counts []traffic.ShadowCount, window string, err error)
+	// Health returns the guard's signals for ns between since and until;
+	// window describes it.
+	Health(ctx context.Context, ns string, since, until time.Time) (h traffic.Health, window string, err error)
 }
 
 // DryRunMode is --dry-run: whether writes reach the cluster.
@@ -69,6 +72,15 @@ type Options struct {
 	AcceptRestarts bool
 	// Identity names this run in the lock and the checkpoint.
 	Identity string
+	// Bake is how long the guard watches a namespace after STRICT and
+	// after enforcement (0: not at all, recorded as off).
+	Bake time.Duration
+	// BakeMaxErrorRatio is the callers' error ratio over which the guard
+	// undoes a change; negative: the baseline plus DefaultErrorRatioMargin.
+	BakeMaxErrorRatio float64
+	// KeepGoing lets the namespaces that do not depend on a stopped one go
+	// on (--keep-going).
+	KeepGoing bool
 }
 
 // Executor applies plans and rolls them back.
@@ -119,8 +131,33 @@ func (e *Executor) snapshotPeers() {
 type Stop struct {
 	Namespace string         `json:"namespace"`
 	Phase     plan.PhaseName `json:"phase"`
-	Reason    string         `json:"reason"`
-	Gate      *GateResult    `json:"gate,omitempty"`
+	// Result says how it stopped: stopped (a gate, a blocked step),
+	// undone (the guard reverted the phase), unverified (the guard had no
+	// data) or held-back (--keep-going: a namespace it depends on stopped).
+	Result Result       `json:"result"`
+	Reason string       `json:"reason"`
+	Gate   *GateResult  `json:"gate,omitempty"`
+	Guard  *GuardResult `json:"guard,omitempty"`
+}
+
+// Result is where a run left a namespace.
+type Result string
+
+// The results of a namespace in a run.
+const (
+	ResultDone       Result = "done"
+	ResultStopped    Result = "stopped"
+	ResultUndone     Result = "undone"
+	ResultUnverified Result = "unverified"
+	ResultHeldBack   Result = "held-back"
+)
+
+// NamespaceResult is one namespace's line of a run's summary.
+type NamespaceResult struct {
+	Namespace string         `json:"namespace"`
+	Result    Result         `json:"result"`
+	Phase     plan.PhaseName `json:"phase,omitempty"`
+	Reason    string         `json:"reason,omitempty"`
 }
 
 // Outcome is what a run did.
@@ -130,10 +167,15 @@ type Outcome struct {
 	// Leftovers are what a rollback could not restore by itself, each with
 	// the command that does (pods that keep a sidecar).
 	Leftovers []string `json:"leftovers,omitempty"`
-	mu        sync.Mutex
+	// Results are, for apply, where the run left each namespace.
+	Results []NamespaceResult `json:"results,omitempty"`
+	mu      sync.Mutex
 }
 
 func (o *Outcome) stop(s Stop) {
+	if s.Result == "" {
+		s.Result = ResultStopped
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.Stops = append(o.Stops, s)
@@ -329,12 +371,27 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 		}
 	}
 	// Wave by wave, phase by phase: the namespaces of one wave-phase run
-	// at once, each its own tasks in order.
+	// at once, each its own tasks in order. A stop ends the run after its
+	// wave-phase; with --keep-going only the namespaces that depend on a
+	// stopped one stop too, and the rest go on.
+	stopped := map[string]bool{}
+	defer func() { out.Results = results(pv.Namespaces, out.Stops) }()
 	for _, group := range waveGroups(queue) {
 		e.snapshotPeers()
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(max(1, e.Options.Concurrency))
 		for _, tasks := range group {
+			ns := tasks[0].Namespace
+			if stopped[ns] {
+				continue
+			}
+			if on := heldBackBy(p, ns, stopped); len(on) > 0 {
+				reason := fmt.Sprintf("held back: it depends on %s, which stopped in this run (the plan's calledBy): resume once that is fixed", strings.Join(on, ", "))
+				e.emit(Event{Type: EventHeldBack, Namespace: ns, Phase: tasks[0].Phase, Message: fmt.Sprintf("%s: %s", tasks[0].Phase, reason)})
+				out.stop(Stop{Namespace: ns, Phase: tasks[0].Phase, Result: ResultHeldBack, Reason: reason})
+				stopped[ns] = true
+				continue
+			}
 			g.Go(func() error { return e.runPhase(gctx, p, tasks, out) })
 		}
 		if err := g.Wait(); err != nil {
@@ -343,12 +400,46 @@ func (e *Executor) Apply(ctx context.Context, p *plan.Plan, pv *Preview) (*Outco
 			}
 			return out, err
 		}
-		if len(out.Stops) > 0 {
-			sort.Slice(out.Stops, func(i, j int) bool { return out.Stops[i].Namespace < out.Stops[j].Namespace })
+		sort.Slice(out.Stops, func(i, j int) bool { return out.Stops[i].Namespace < out.Stops[j].Namespace })
+		for _, s := range out.Stops {
+			stopped[s.Namespace] = true
+		}
+		if len(out.Stops) > 0 && !e.Options.KeepGoing {
 			return out, nil
 		}
 	}
 	return out, nil
+}
+
+// heldBackBy lists the stopped namespaces ns depends on: those its
+// calledBy names (they must be meshed, and stay so, before it goes
+// STRICT). A namespace held back counts as stopped for those after it.
+func heldBackBy(p *plan.Plan, ns string, stopped map[string]bool) []string {
+	pn, _ := p.Namespace(ns)
+	var on []string
+	for _, c := range pn.CalledBy {
+		if stopped[c] {
+			on = append(on, c)
+		}
+	}
+	return on
+}
+
+// results is the run's summary: each namespace's first stop, or done.
+func results(namespaces []string, stops []Stop) []NamespaceResult {
+	out := make([]NamespaceResult, 0, len(namespaces))
+	for _, ns := range namespaces {
+		r := NamespaceResult{Namespace: ns, Result: ResultDone}
+		for _, s := range stops {
+			if s.Namespace == ns {
+				r = NamespaceResult{Namespace: ns, Result: s.Result, Phase: s.Phase, Reason: s.Reason}
+				break
+			}
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Namespace < out[j].Namespace })
+	return out
 }
 
 // waveGroups splits the queue into its wave-phases, each into the tasks of

@@ -42,6 +42,19 @@ type fakeObserver struct {
 	shadow []traffic.ShadowCount
 	// shadowSince is where the last shadow query's window started.
 	shadowSince time.Time
+	// health answers the guard (nil: no data at all); healthCalls counts
+	// its reads.
+	health      func(since, until time.Time) (traffic.Health, error)
+	healthCalls int
+}
+
+func (f *fakeObserver) Health(_ context.Context, _ string, since, until time.Time) (traffic.Health, string, error) {
+	f.healthCalls++
+	if f.health == nil {
+		return traffic.Health{}, "fake", nil
+	}
+	h, err := f.health(since, until)
+	return h, "fake", err
 }
 
 func (f *fakeObserver) Audit(context.Context, []string, time.Time) (*cluster.Snapshot, *audit.Report, error) {

@@ -149,6 +149,10 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out
 			if phase == plan.PhaseVerify {
 				e.markVerified(ns)
 			}
+		case TaskGuard:
+			if stopped, err := e.guard(ctx, p, ns, phase, t.Step, rec, out); stopped || err != nil {
+				return err
+			}
 		}
 	}
 	if err := start(); err != nil {

@@ -32,6 +32,10 @@ const (
 	TaskGate TaskKind = "gate"
 	// TaskNote changes nothing: the user must act (a report step).
 	TaskNote TaskKind = "note"
+	// TaskGuard watches the namespace after STRICT or enforcement for
+	// --bake, and undoes the phase's change (its steps from Step on) when
+	// callers break.
+	TaskGuard TaskKind = "guard"
 )
 
 // Task is one thing a run does, in the order it does them.
@@ -188,7 +192,39 @@ func phaseTasks(p *plan.Plan, ns string, phase plan.PhaseName, cp *Checkpoint) [
 		t.Gate, t.Reason = g.Name, g.Description
 		out = append(out, t)
 	}
+	if from, ok := guardFrom(phase, ph); ok {
+		t := task(TaskGuard, from)
+		t.Reason = "plaintext calls, denials and callers' errors over --bake; undoes this phase's change when they break"
+		out = append(out, t)
+	}
 	return out
+}
+
+// guardFrom tells whether the guard watches after phase, and the index of
+// the first step whose change it would undo: every STRICT step; in authz,
+// the enforced policies after its gate (undoing them leaves the dry-run
+// ones).
+func guardFrom(phase plan.PhaseName, ph *plan.Phase) (int, bool) {
+	from := -1
+	switch phase {
+	case plan.PhaseStrict:
+		from = 0
+	case plan.PhaseAuthz:
+		for i, st := range ph.Steps {
+			if st.Action == plan.ActionGate {
+				from = i + 1
+			}
+		}
+	}
+	if from < 0 {
+		return 0, false
+	}
+	for _, st := range ph.Steps[from:] {
+		if st.Status == plan.StatusPending && st.Action != plan.ActionGate && st.Action != plan.ActionReport {
+			return from, true
+		}
+	}
+	return 0, false
 }
 
 // phaseGate is the gate after a phase: the plan's, or the check that the

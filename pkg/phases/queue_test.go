@@ -64,6 +64,7 @@ func TestBuildQueueOrdersWhatARunDoes(t *testing.T) {
 		"2 shop strict verify-again no-plaintext",
 		"2 shop strict change PeerAuthentication/default",
 		"2 shop strict gate peer-authentication-in-force",
+		"2 shop strict guard",
 		"2 shop authz skip",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

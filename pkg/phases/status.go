@@ -23,6 +23,9 @@ type NamespaceStatus struct {
 	Phase plan.PhaseName `json:"phase"`
 	State State          `json:"state"`
 	Gate  *GateResult    `json:"gate,omitempty"`
+	// Guard is the latest verdict of the post-change guard, with the
+	// window it watched.
+	Guard *GuardResult `json:"guard,omitempty"`
 	// Records counts the changes rollback can undo.
 	Records   int       `json:"records"`
 	Lock      *LockInfo `json:"lock,omitempty"`
@@ -60,6 +63,9 @@ func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
 				st.Phase, st.State = p.Name, p.State
 				if p.Gate != nil {
 					st.Gate = p.Gate
+				}
+				if p.Guard != nil {
+					st.Guard = p.Guard
 				}
 			}
 		}

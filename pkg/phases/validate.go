@@ -35,7 +35,7 @@ func edited(ns, what, why string) *CheckpointError {
 }
 
 var (
-	phaseStates  = []State{"", StateRunning, StateDone, StateStopped, StateSkipped}
+	phaseStates  = []State{"", StateRunning, StateDone, StateStopped, StateSkipped, StateUnverified}
 	recordStates = []State{StateStarted, StateDone}
 )
 
