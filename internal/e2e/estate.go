@@ -96,6 +96,14 @@ func (e *Estate) Series() []Series {
 	}
 }
 
+// EnforcedDenials is the Envoy RBAC stat each sidecar of app reports for
+// the requests its enforced policies denied (authz_enforce_result, the tag
+// Istio's bootstrap extracts from the filter's "denied" stat).
+func EnforcedDenials(app string, perScrape float64) Series {
+	return Series{Metric: "envoy_http_rbac", PerScrape: perScrape, PodsOf: app, Labels: map[string]string{
+		"http_conn_manager_prefix": "inbound_0.0.0.0_8080", "authz_enforce_result": "denied"}}
+}
+
 // ShadowDecisions is the Envoy RBAC stat each sidecar of app
 // ("namespace/app") reports for the requests (protocol "http") or
 // connections ("tcp") its dry-run policies judged, result "allowed" or

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -199,7 +200,7 @@ type background struct {
 
 func startMeshmigrate(t *testing.T, c *envconf.Config, args ...string) *background {
 	t.Helper()
-	cmd := exec.Command(kubectl, append([]string{"meshmigrate"}, args...)...)
+	cmd := exec.Command(kubectl, append([]string{"meshmigrate"}, withBake(args)...)...)
 	cmd.Env = append(os.Environ(),
 		"PATH="+strings.Join(append(append([]string{}, pathDirs...), os.Getenv("PATH")), string(os.PathListSeparator)),
 		"KUBECONFIG="+c.KubeconfigFile(), "NO_COLOR=1")
@@ -246,6 +247,25 @@ func (b *background) waitFor(t *testing.T, s string, timeout time.Duration) {
 		}
 	}
 	t.Fatalf("no %q within %s:\n%s", s, timeout, b.output())
+}
+
+// exit waits for the run to end and returns its exit code.
+func (b *background) exit(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-b.done:
+	case <-time.After(timeout):
+		t.Fatalf("the run did not end within %s:\n%s", timeout, b.output())
+	}
+	err := b.cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0
 }
 
 func (b *background) output() string {

@@ -49,7 +49,23 @@ func run(t *testing.T, c *envconf.Config, name string, args ...string) (stdout, 
 // meshmigrate runs `kubectl meshmigrate ARGS`, the way a user does.
 func meshmigrate(t *testing.T, c *envconf.Config, args ...string) (string, string, int) {
 	t.Helper()
-	return run(t, c, kubectl, append([]string{"meshmigrate"}, args...)...)
+	return run(t, c, kubectl, append([]string{"meshmigrate"}, withBake(args)...)...)
+}
+
+// withBake turns the post-change guard off (--bake=0) for an apply that
+// does not name --bake: the stories other than the guard's own judge
+// other things, and its 5-minute default would hold each STRICT step.
+// The guard's stories (guard_test.go) pass --bake.
+func withBake(args []string) []string {
+	if len(args) == 0 || args[0] != "apply" {
+		return args
+	}
+	for _, a := range args {
+		if strings.HasPrefix(a, "--bake") {
+			return args
+		}
+	}
+	return append(append([]string{}, args...), "--bake=0")
 }
 
 func auditJSON(t *testing.T, c *envconf.Config, args ...string) (*audit.Report, int) {
