@@ -108,6 +108,13 @@ func Audit(s *cluster.Snapshot, obs Observation) *Report {
 		}
 		r.Namespaces = append(r.Namespaces, nr)
 	}
+	var ambient []string
+	for _, nr := range r.Namespaces {
+		if nr.Excluded == "" && nr.Injection.Mode == InjectionAmbient {
+			ambient = append(ambient, nr.Name)
+		}
+	}
+	r.Findings = append(r.Findings, ambientNodeAgents(s, ambient)...)
 	r.Summary = summarize(r)
 	return r
 }
@@ -139,6 +146,9 @@ func auditNamespace(s *cluster.Snapshot, ns cluster.Namespace, injectors []injec
 		return nr
 	}
 	nr.Findings = append(namespaceFindings(s, ns, nr, nsInjector, allows), trafficFindings(ns.Name, nr.Traffic)...)
+	if nr.Injection.Mode == InjectionAmbient {
+		nr.Findings = append(nr.Findings, ambientFindings(ns, nr, pods, aps)...)
+	}
 	sortFindings(nr.Findings)
 	nr.Readiness = readiness(s, nr, nsInjector)
 	return nr
@@ -270,7 +280,7 @@ func namespaceFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceRe
 		add(CodeNamespaceInjectionDisabled, SeverityWarning, nsObj,
 			fmt.Sprintf("%s blocks injection of every revision: remove it on purpose before migrating", inj.Label))
 	case InjectionAmbient:
-		add(CodeAmbientNamespace, SeverityInfo, nsObj, "ambient data plane: sidecar migration does not apply; use ztunnel/waypoint tooling")
+		add(CodeAmbientNamespace, SeverityInfo, nsObj, "ambient data plane (ztunnel): sidecar injection does not apply; the Ambient* findings say what ambient needs here")
 	case InjectionEnabled, InjectionRevision:
 		if nsInjector == nil {
 			what := "the default revision"

@@ -33,6 +33,12 @@ const (
 	// migration changes is managed by Argo CD, Flux, Helm or another
 	// controller, which would revert the change.
 	CodePeerAuthenticationManagedElsewhere = "PeerAuthenticationManagedElsewhere"
+	// The ambient data plane's checks (pkg/audit/ambient.go).
+	CodeAmbientNodeAgentsMissing = "AmbientNodeAgentsMissing"
+	CodeAmbientPodNotCaptured    = "AmbientPodNotCaptured"
+	CodeAmbientPodHasSidecar     = "AmbientPodHasSidecar"
+	CodeAmbientWorkloadOptedOut  = "AmbientWorkloadOptedOut"
+	CodeAmbientL7PolicyOnZtunnel = "AmbientL7PolicyOnZtunnel"
 )
 
 // Codes lists every finding code.
@@ -45,4 +51,6 @@ var Codes = []string{
 	CodePlaintextClient, CodePlaintextOutbound, CodeTrafficUnavailable, CodeTelemetryMissing,
 	CodeDestinationRuleTLSNotIstio, CodeDestinationRulesPartial, CodeJobNotMeshed,
 	CodePeerAuthenticationManagedElsewhere,
+	CodeAmbientNodeAgentsMissing, CodeAmbientPodNotCaptured, CodeAmbientPodHasSidecar, CodeAmbientWorkloadOptedOut,
+	CodeAmbientL7PolicyOnZtunnel,
 }

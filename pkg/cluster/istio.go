@@ -237,6 +237,13 @@ func authorizationPolicyFrom(m *metav1.ObjectMeta, s *securityv1beta1.Authorizat
 		Rules:      len(s.GetRules()),
 		DryRun:     strings.EqualFold(m.Annotations[DryRunAnnotation], "true"),
 		Ownership:  OwnershipOf(m.Labels, m.Annotations, m.ManagedFields),
+		L7:         l7Attributes(s),
+	}
+	for _, ref := range s.GetTargetRefs() {
+		ap.TargetRefs = append(ap.TargetRefs, ref.GetKind()+"/"+ref.GetName())
+	}
+	if ref := s.GetTargetRef(); ref != nil {
+		ap.TargetRefs = append(ap.TargetRefs, ref.GetKind()+"/"+ref.GetName())
 	}
 	for _, rule := range s.GetRules() {
 		if rule == nil || (len(rule.GetFrom()) == 0 && len(rule.GetTo()) == 0 && len(rule.GetWhen()) == 0) {

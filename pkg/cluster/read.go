@@ -208,6 +208,14 @@ func (r *Reader) read(ctx context.Context, scope Scope) (*Snapshot, error) {
 			return nil
 		})
 	})
+	if anyAmbient(nss) {
+		// Only then: gates re-read their namespace every few seconds.
+		g.Go(func() error {
+			var err error
+			snap.Ambient, err = r.ambient(ctx, snap.IstiodNamespace)
+			return err
+		})
+	}
 	g.Go(func() error {
 		avail, err := r.istioPolicies(ctx, snap, policyNamespaces, clusterWide)
 		snap.Istio = avail

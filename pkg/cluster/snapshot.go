@@ -45,6 +45,8 @@ type Snapshot struct {
 	// AuthorizationPolicies of the audited namespaces and the root namespace
 	// (mesh-wide policies).
 	AuthorizationPolicies []AuthorizationPolicy `json:"authorizationPolicies"`
+	// Ambient is what runs of Istio's ambient data plane.
+	Ambient AmbientComponents `json:"ambient"`
 }
 
 // Namespace is an audited namespace.
@@ -188,4 +190,10 @@ type AuthorizationPolicy struct {
 	DryRun    bool `json:"dryRun,omitempty"`
 	// Ownership tells who else manages it (the plan never takes it over).
 	Ownership Ownership `json:"ownership,omitzero"`
+	// L7 lists the attributes its rules use that only an L7 proxy judges
+	// (methods, paths, hosts, requestPrincipals, request.* conditions).
+	L7 []string `json:"l7,omitempty"`
+	// TargetRefs are "Kind/name" of what it targets (a waypoint's Gateway,
+	// a Service); empty for a selector or namespace-wide policy.
+	TargetRefs []string `json:"targetRefs,omitempty"`
 }

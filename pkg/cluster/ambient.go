@@ -1,0 +1,141 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+)
+
+// AmbientComponents is what the cluster runs of Istio's ambient data plane
+// (docs/istio.md 1.6): the node agents that capture pods (istio-cni) and
+// carry their traffic (ztunnel), both DaemonSets.
+type AmbientComponents struct {
+	Ztunnel *DaemonSetState `json:"ztunnel,omitempty"`
+	CNI     *DaemonSetState `json:"cni,omitempty"`
+	// Unreadable says why they could not be looked for (RBAC): the audit
+	// must not conclude they are missing.
+	Unreadable string `json:"unreadable,omitempty"`
+}
+
+// DaemonSetState is a DaemonSet's rollout as its status says.
+type DaemonSetState struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Desired   int32  `json:"desired"`
+	Ready     int32  `json:"ready"`
+}
+
+func (d *DaemonSetState) String() string {
+	return fmt.Sprintf("DaemonSet %s/%s (%d of %d ready)", d.Namespace, d.Name, d.Ready, d.Desired)
+}
+
+// The ambient node agents, by the name and selector labels of Istio's
+// charts (manifests/charts/ztunnel, manifests/charts/istio-cni).
+const (
+	ztunnelName = "ztunnel"
+	cniName     = "istio-cni-node"
+)
+
+// AmbientNamespaces are where the ambient agents are looked for: istiod's
+// namespace (Helm and istioctl install them there) and kube-system (GKE).
+func AmbientNamespaces(istiodNamespace string) []string {
+	if istiodNamespace == "" || istiodNamespace == "kube-system" {
+		return []string{"kube-system"}
+	}
+	return []string{istiodNamespace, "kube-system"}
+}
+
+// LabelDataplaneMode selects the ambient data plane for a namespace or
+// pod: "ambient", or "none" to opt a pod out.
+const LabelDataplaneMode = "istio.io/dataplane-mode"
+
+func anyAmbient(nss []Namespace) bool {
+	for _, ns := range nss {
+		if ns.Labels[LabelDataplaneMode] == "ambient" {
+			return true
+		}
+	}
+	return false
+}
+
+// ambient finds ztunnel and istio-cni among the DaemonSets of the
+// namespaces they are installed in: one small list each.
+func (r *Reader) ambient(ctx context.Context, istiodNamespace string) (AmbientComponents, error) {
+	var out AmbientComponents
+	for _, ns := range AmbientNamespaces(istiodNamespace) {
+		list, err := retried(ctx, func() (*appsv1.DaemonSetList, error) {
+			return r.Kube.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
+		})
+		if apierrors.IsForbidden(err) {
+			out.Unreadable = fmt.Sprintf("listing DaemonSets in %s is forbidden: ztunnel and istio-cni could not be looked for", ns)
+			return out, nil
+		}
+		if err != nil {
+			return out, apiError("list", "daemonsets", ns, err)
+		}
+		for i := range list.Items {
+			ds := &list.Items[i]
+			st := &DaemonSetState{Namespace: ds.Namespace, Name: ds.Name, Desired: ds.Status.DesiredNumberScheduled, Ready: ds.Status.NumberReady}
+			var sel map[string]string
+			if ds.Spec.Selector != nil {
+				sel = ds.Spec.Selector.MatchLabels
+			}
+			switch {
+			case out.Ztunnel == nil && (ds.Name == ztunnelName || sel["app"] == ztunnelName):
+				out.Ztunnel = st
+			case out.CNI == nil && (ds.Name == cniName || sel["k8s-app"] == cniName || sel["app"] == cniName):
+				out.CNI = st
+			}
+		}
+	}
+	return out, nil
+}
+
+// l7Attributes lists the attributes of an AuthorizationPolicy's rules that
+// only an L7 proxy (a sidecar or a waypoint) can judge: ztunnel enforces
+// principals, namespaces, IP blocks and ports only
+// (https://istio.io/latest/docs/ambient/usage/l4-policy/), and a rule it
+// cannot judge makes the policy fail closed.
+func l7Attributes(s *securityv1beta1.AuthorizationPolicy) []string {
+	seen := map[string]bool{}
+	for _, rule := range s.GetRules() {
+		for _, f := range rule.GetFrom() {
+			if src := f.GetSource(); src != nil {
+				if len(src.GetRequestPrincipals()) > 0 || len(src.GetNotRequestPrincipals()) > 0 {
+					seen["requestPrincipals"] = true
+				}
+			}
+		}
+		for _, t := range rule.GetTo() {
+			if op := t.GetOperation(); op != nil {
+				if len(op.GetMethods()) > 0 || len(op.GetNotMethods()) > 0 {
+					seen["methods"] = true
+				}
+				if len(op.GetPaths()) > 0 || len(op.GetNotPaths()) > 0 {
+					seen["paths"] = true
+				}
+				if len(op.GetHosts()) > 0 || len(op.GetNotHosts()) > 0 {
+					seen["hosts"] = true
+				}
+			}
+		}
+		for _, c := range rule.GetWhen() {
+			if k := c.GetKey(); strings.HasPrefix(k, "request.") || strings.HasPrefix(k, "experimental.") {
+				seen["when "+k] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
