@@ -89,7 +89,7 @@ func TestAmbientAudit(t *testing.T) {
 			ap := &clientsecv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ambientNS, Name: "api-get-only"},
 				Spec: securityv1beta1.AuthorizationPolicy{Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "api"}},
 					Action: securityv1beta1.AuthorizationPolicy_ALLOW,
-					Rules: []*securityv1beta1.Rule{{To: []*securityv1beta1.Rule_To{{Operation: &securityv1beta1.Operation{Methods: []string{"GET"}}}}}}}}
+					Rules:  []*securityv1beta1.Rule{{To: []*securityv1beta1.Rule_To{{Operation: &securityv1beta1.Operation{Methods: []string{"GET"}}}}}}}}
 			if _, err := ic.SecurityV1().AuthorizationPolicies(ambientNS).Create(ctx, ap, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
