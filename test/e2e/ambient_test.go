@@ -241,11 +241,11 @@ func TestAmbientMigration(t *testing.T) {
 			if err := os.WriteFile(graph, []byte(est.Graph()), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, _, code := meshmigrate(t, c, "plan", "-n", est.Front+","+est.Back, "--traffic-file", graph, "--dataplane", "ambient", "-o", "yaml", "--min-verify-window", "5s")
+			out, _, code := meshmigrate(t, c, "plan", "-n", est.Front+","+est.Back, "--traffic-file", graph, "--dataplane", "ambient", "-o", "json", "--min-verify-window", "5s")
 			if code != 2 || !strings.Contains(out, "ztunnel is not installed; istio-cni is not installed: enrolled pods would not be captured") {
 				t.Fatalf("plan: exit %d, want 2 naming the missing agents\n%s", code, out)
 			}
-			file := filepath.Join(dir, "blocked.yaml")
+			file := filepath.Join(dir, "blocked.json")
 			if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -314,7 +314,7 @@ func TestAmbientMigration(t *testing.T) {
 			if _, err := ic.SecurityV1().AuthorizationPolicies(est.Back).Create(ctx, ap, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			out, _, code := meshmigrate(t, c, "plan", "-n", est.Back, "--traffic-file", filepath.Join(dir, "traffic.yaml"), "--dataplane", "ambient", "-o", "yaml", "--min-verify-window", "5s")
+			out, _, code := meshmigrate(t, c, "plan", "-n", est.Back, "--traffic-file", filepath.Join(dir, "traffic.yaml"), "--dataplane", "ambient", "-o", "json", "--min-verify-window", "5s")
 			if code != 2 || !strings.Contains(out, "AuthorizationPolicy get-only (methods) uses L7 attributes") || !strings.Contains(out, "needs a waypoint (L7)") {
 				t.Errorf("plan: exit %d\n%s", code, out)
 			}
