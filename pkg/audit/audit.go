@@ -398,7 +398,21 @@ func readiness(s *cluster.Snapshot, nr NamespaceReport, nsInjector *injector) Re
 	p, inj := nr.Pods, nr.Injection
 	switch {
 	case inj.Mode == InjectionAmbient:
-		return Readiness{Next: PhaseNone, Reason: "ambient data plane: out of scope for sidecar migration"}
+		// Meshed means captured by ztunnel; then mTLS decides, as for
+		// sidecars.
+		var out []string
+		for _, pod := range p.Items {
+			if pod.Sidecar != "ambient" && pod.State != PodNotInjectable {
+				out = append(out, pod.Name)
+			}
+		}
+		if len(out) > 0 {
+			return Readiness{Next: PhaseInject, Reason: "ambient data plane: " + plural(len(out), "pod is", "pods are") + " not captured by ztunnel",
+				Blockers: []string{"not captured (or still carrying a sidecar): " + strings.Join(out, ", ")}}
+		}
+		if !s.Istio.PoliciesReadable {
+			return Readiness{Next: PhaseNone, Reason: "Istio policies could not be read", Blockers: []string{s.Istio.Reason}}
+		}
 	case inj.Mode == InjectionDisabled:
 		return Readiness{Next: PhaseInject, Reason: "injection is explicitly disabled",
 			Blockers: []string{inj.Label + " is set: remove it on purpose before migrating"}}

@@ -322,8 +322,8 @@ prints the run's task queue.`,
 	cmd.Flags().Float64Var(&o.MaxErrorRatio, "bake-max-error-ratio", o.MaxErrorRatio, "The callers' error ratio (0 to 1) over which the guard undoes a change (default: the ratio before the change plus 0.01)")
 	cmd.Flags().BoolVar(&o.KeepGoing, "keep-going", false, "A namespace that stops (gate, blocked step, guard) stops alone: those that do not depend on it (by the plan's calledBy) go on; a per-namespace summary ends the run")
 	o.Exec.AddFlags(cmd.Flags(), true)
-	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("through", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions(plan.PhaseNames(plan.AllPhases), cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("through", cobra.FixedCompletions(plan.PhaseNames(plan.AllPhases), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 	return cmd
 }
@@ -380,7 +380,7 @@ func (o *ApplyOptions) Validate() error {
 	return o.Exec.Validate()
 }
 
-func isPhase(p string) bool { return slices.Contains(plan.Phases, plan.PhaseName(p)) }
+func isPhase(p string) bool { return slices.Contains(plan.AllPhases, plan.PhaseName(p)) }
 
 // Run checks the plan against the cluster, asks for confirmation and runs it.
 func (o *ApplyOptions) Run(ctx context.Context) error {

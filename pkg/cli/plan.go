@@ -104,7 +104,9 @@ Output: a table on a terminal, else YAML. Exit codes: 0 nothing blocked,
 	f.StringSliceVar(&o.Plan.AllowNoCallers, "allow-no-callers", nil, "Acknowledge that NAMESPACE/WORKLOAD (or NAMESPACE/*) had no observed caller and may be denied everything by allow-nothing (repeatable)")
 	f.StringSliceVar(&o.Plan.ForceStrict, "force-strict", nil, "Plan STRICT for NAMESPACE despite its blockers (repeatable); the plan says it was forced")
 	f.DurationVar(&o.MinVerifyWindow, "min-verify-window", plan.DefaultMinVerifyWindow, "The shortest window apply's traffic gates may judge (recorded in the plan): a gate over less traffic time is inconclusive, and apply --verify-window under it is refused; keep it many scrape intervals long")
+	f.StringVar(&o.Plan.Dataplane, "dataplane", plan.DataplaneSidecar, "What the namespaces move to: sidecar, or ambient (ztunnel, with waypoints for L7; docs/ambient.md)")
 	o.Traffic.AddFlags(f)
+	_ = cmd.RegisterFlagCompletionFunc("dataplane", fixedCompletion(plan.DataplaneSidecar, plan.DataplaneAmbient))
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "yaml", "json"))
 	_ = cmd.RegisterFlagCompletionFunc("target", fixedCompletion(plan.TargetStrict, plan.TargetPermissive))
 	_ = cmd.RegisterFlagCompletionFunc("authz", fixedCompletion(plan.AuthzOff, plan.AuthzDryRun, plan.AuthzEnforce))
@@ -161,6 +163,9 @@ func (o *PlanOptions) Complete(cmd *cobra.Command) error {
 	}
 	o.color = colorEnabled(o.Out)
 	o.Plan.MinVerifyWindow = o.MinVerifyWindow.String()
+	// An ambient plan needs ztunnel and istio-cni read even for namespaces
+	// not enrolled yet.
+	o.scope.Ambient = o.Plan.Dataplane == plan.DataplaneAmbient
 	if o.Output == "" {
 		o.Output = "yaml"
 		if isTerminal(o.Out) {
@@ -197,6 +202,9 @@ func (o *PlanOptions) Validate() error {
 		if _, _, err := plan.ParseWorkload(w); err != nil {
 			return err
 		}
+	}
+	if d := o.Plan.Dataplane; d != plan.DataplaneSidecar && d != plan.DataplaneAmbient {
+		return fmt.Errorf("--dataplane %q: want sidecar or ambient", d)
 	}
 	if o.MinVerifyWindow < time.Second {
 		return fmt.Errorf("--min-verify-window %s: want at least 1s (and many scrape intervals: one request in a short window proves nothing)", o.MinVerifyWindow)

@@ -85,7 +85,7 @@ command that restarts them.`,
 	cmd.Flags().BoolVar(&o.BreakDependents, "break-dependents", false, "Remove the sidecars even though STRICT namespaces this one calls rely on them: their calls from it fail from then on")
 	cmd.Flags().BoolVar(&o.AcceptRestarts, "accept-restarts", false, "Leave a workload restarted again since the plan restarted it (kubectl rollout restart, a GitOps restart) as it is, and finish")
 	o.Exec.AddFlags(cmd.Flags(), false)
-	_ = cmd.RegisterFlagCompletionFunc("to", cobra.FixedCompletions(plan.PhaseNames(plan.Phases), cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("to", cobra.FixedCompletions(plan.PhaseNames(plan.AllPhases), cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

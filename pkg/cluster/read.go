@@ -48,6 +48,9 @@ type Scope struct {
 	AllNamespaces bool
 	// Selector is a label selector on namespaces.
 	Selector string
+	// Ambient reads the ambient data plane's node agents whatever the
+	// namespaces' labels (a plan that moves them to ambient).
+	Ambient bool
 }
 
 // Reader reads a Snapshot.
@@ -208,7 +211,7 @@ func (r *Reader) read(ctx context.Context, scope Scope) (*Snapshot, error) {
 			return nil
 		})
 	})
-	if anyAmbient(nss) {
+	if scope.Ambient || anyAmbient(nss) {
 		// Only then: gates re-read their namespace every few seconds.
 		g.Go(func() error {
 			var err error

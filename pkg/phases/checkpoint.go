@@ -9,6 +9,7 @@ package phases
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -321,13 +322,35 @@ func UndoOrder(records []Record, to plan.PhaseName) []Record {
 	return append(changes, restarts...)
 }
 
+// phaseIndex is where phase name runs among all phases (sidecar and
+// ambient ones in one order); len(plan.AllPhases) for an unknown name.
 func phaseIndex(name plan.PhaseName) int {
-	for i, p := range plan.Phases {
-		if p == name {
-			return i
+	if i := slices.Index(plan.AllPhases, name); i >= 0 {
+		return i
+	}
+	return len(plan.AllPhases)
+}
+
+// meshed is true when the namespace's mesh phase (inject, or enroll for
+// ambient) is done.
+func (c *Checkpoint) meshed() bool {
+	return c.PhaseDone(plan.PhaseInject) || c.PhaseDone(plan.PhaseEnroll)
+}
+
+// dataplane is ambient when the checkpoint follows a namespace enrolled
+// in ambient, else "" (sidecars).
+func (c *Checkpoint) dataplane() string {
+	for _, p := range c.Phases {
+		if p.Name == plan.PhaseEnroll || p.Name == plan.PhaseWaypoint {
+			return plan.DataplaneAmbient
 		}
 	}
-	return len(plan.Phases)
+	for _, r := range c.Records {
+		if r.Phase == plan.PhaseEnroll {
+			return plan.DataplaneAmbient
+		}
+	}
+	return ""
 }
 
 // Sizes of the encoded checkpoint. A ConfigMap holds at most 1 MiB

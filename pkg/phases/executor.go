@@ -117,7 +117,7 @@ type peer struct {
 func (e *Executor) snapshotPeers() {
 	e.peers = map[string]peer{}
 	for ns, cp := range e.cps {
-		pr := peer{injected: cp.PhaseDone(plan.PhaseInject)}
+		pr := peer{injected: cp.meshed()}
 		if cp.MeshedAt != nil {
 			t := *cp.MeshedAt
 			pr.meshedAt = &t
@@ -217,22 +217,23 @@ func sprintf(format string, args ...any) string { return fmt.Sprintf(format, arg
 
 // selection returns the namespaces (in wave order) and phases to run.
 func (e *Executor) selection(p *plan.Plan) ([]string, []plan.PhaseName, error) {
-	phases := plan.Phases
+	// In the order of every phase: a namespace runs those it has.
+	phases := plan.AllPhases
 	switch o := e.Options; {
 	case o.Phase != "" && o.Through != "":
 		return nil, nil, errors.New("--phase and --through exclude each other")
 	case o.Phase != "":
 		i := phaseIndex(o.Phase)
-		if i == len(plan.Phases) {
+		if i == len(plan.AllPhases) {
 			return nil, nil, fmt.Errorf("--phase %q: want one of %s", o.Phase, plan.PhaseList())
 		}
-		phases = plan.Phases[i : i+1]
+		phases = plan.AllPhases[i : i+1]
 	case o.Through != "":
 		i := phaseIndex(o.Through)
-		if i == len(plan.Phases) {
+		if i == len(plan.AllPhases) {
 			return nil, nil, fmt.Errorf("--through %q: want one of %s", o.Through, plan.PhaseList())
 		}
-		phases = plan.Phases[:i+1]
+		phases = plan.AllPhases[:i+1]
 	}
 	want := map[string]bool{}
 	for _, ns := range e.Options.Namespaces {

@@ -34,7 +34,7 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 			return GateResult{}, fmt.Errorf("gate %s of %s: %w", gate.Name, ns, err)
 		}
 		return VerifyGate(namespaceOf(r, ns), Expect{Callers: gate.Callers, Inbound: gate.Inbound}, e.now()), nil
-	case plan.GateSidecars, plan.GatePinned:
+	case plan.GateSidecars, plan.GatePinned, plan.GateAmbientCaptured:
 		stayOut := map[string]bool{}
 		for _, st := range steps {
 			if st.Status == plan.StatusSkipped {
@@ -55,6 +55,8 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 			switch {
 			case gate.Name == plan.GateSidecars:
 				g = SidecarsGate(nr, stayOut, e.now())
+			case gate.Name == plan.GateAmbientCaptured:
+				g = AmbientGate(nr, stayOut, e.now())
 			case phase == plan.PhaseStrict:
 				g = PinnedGate(nr, cluster.ModeStrict, e.now())
 			default:

@@ -41,6 +41,34 @@ func SidecarsGate(nr *audit.NamespaceReport, stayOut map[string]bool, now time.T
 	return g
 }
 
+// AmbientGate passes when every pod of an enrolled namespace is captured
+// by ztunnel and none carries a sidecar, but the workloads the plan leaves
+// out (stayOut): a pod must never be both injected and enrolled.
+func AmbientGate(nr *audit.NamespaceReport, stayOut map[string]bool, now time.Time) GateResult {
+	g := GateResult{Name: plan.GateAmbientCaptured, At: now}
+	captured := 0
+	for _, p := range nr.Pods.Items {
+		switch {
+		case p.Sidecar == "ambient":
+			captured++
+		case stayOut[p.Workload]:
+		case p.Sidecar != "":
+			g.Culprits = append(g.Culprits, fmt.Sprintf("pod %s (%s): still carries a sidecar", p.Name, p.Workload))
+		case p.State != audit.PodNotInjectable:
+			g.Culprits = append(g.Culprits, fmt.Sprintf("pod %s (%s): not captured by ztunnel (no ambient.istio.io/redirection=enabled)", p.Name, p.Workload))
+		}
+	}
+	sort.Strings(g.Culprits)
+	if len(g.Culprits) > 0 {
+		g.Result = GateFailed
+		g.Message = fmt.Sprintf("%d pods are not captured or keep a sidecar", len(g.Culprits))
+		return g
+	}
+	g.Result = GatePassed
+	g.Message = fmt.Sprintf("%d of %d pods captured by ztunnel; the others stay out as planned", captured, nr.Pods.Total)
+	return g
+}
+
 // PinnedGate passes when the namespace's own PeerAuthentication decides
 // its mode, and the mode is want.
 func PinnedGate(nr *audit.NamespaceReport, want string, now time.Time) GateResult {

@@ -184,7 +184,7 @@ func (e *Executor) guard(ctx context.Context, p *plan.Plan, ns string, phase pla
 		}
 		e.guardEvent(ns, phase, g, "%s: GUARD FAILED: %s; undoing %s", phase, g.Message, what)
 		if err := e.guardUndo(ctx, ns, phase, from, out); err != nil {
-			return true, fmt.Errorf("%s: the guard failed (%s) and undoing %s failed: %w; roll back by hand: kubectl meshmigrate rollback -n %s --to %s", ns, g.Message, what, err, ns, before(phase))
+			return true, fmt.Errorf("%s: the guard failed (%s) and undoing %s failed: %w; roll back by hand: %s", ns, g.Message, what, err, rollbackBefore(ns, phase, e.cps[ns].dataplane()))
 		}
 		g.Undone = true
 		rec.Guard = &g
@@ -204,14 +204,6 @@ func (e *Executor) guard(ctx context.Context, p *plan.Plan, ns string, phase pla
 
 func (e *Executor) guardEvent(ns string, phase plan.PhaseName, g GuardResult, format string, args ...any) {
 	e.emit(Event{Type: EventGuard, Namespace: ns, Phase: phase, Guard: &g, Details: g.Culprits, Message: fmt.Sprintf(format, args...)})
-}
-
-// before is the phase before phase, for the rollback --to that undoes it.
-func before(phase plan.PhaseName) plan.PhaseName {
-	if i := phaseIndex(phase); i > 0 && i < len(plan.Phases) {
-		return plan.Phases[i-1]
-	}
-	return ""
 }
 
 // changedAt is when phase's change in ns was made: the latest record of

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/traffic"
 )
@@ -205,5 +206,29 @@ func TestResultsAndHeldBack(t *testing.T) {
 	}
 	if got != "back=held-back front=stopped other=done " {
 		t.Errorf("results %s", got)
+	}
+}
+
+// The enroll gate: captured pods pass, a pod that keeps its sidecar or is
+// not captured fails it, and what the plan leaves out does not count.
+func TestAmbientGate(t *testing.T) {
+	nr := &audit.NamespaceReport{Name: "shop", Pods: audit.Pods{Total: 4, Items: []audit.Pod{
+		{Name: "web-1", Workload: "Deployment/web", Sidecar: "ambient", State: audit.PodMeshed},
+		{Name: "api-1", Workload: "Deployment/api", Sidecar: "classic", State: audit.PodSidecarNotExpected},
+		{Name: "cron-1", Workload: "CronJob/cron", State: audit.PodNotSelected},
+		{Name: "node-1", Workload: "DaemonSet/node", State: audit.PodNotInjectable},
+	}}}
+	g := AmbientGate(nr, map[string]bool{"CronJob/cron": true}, time.Now())
+	if g.Result != GateFailed || len(g.Culprits) != 1 || !strings.Contains(g.Culprits[0], "pod api-1 (Deployment/api): still carries a sidecar") {
+		t.Errorf("gate %+v, want failed naming api-1 only", g)
+	}
+	nr.Pods.Items[1] = audit.Pod{Name: "api-2", Workload: "Deployment/api", Sidecar: "ambient", State: audit.PodMeshed}
+	nr.Pods.Items = append(nr.Pods.Items, audit.Pod{Name: "db-0", Workload: "StatefulSet/db", State: audit.PodNotSelected})
+	if g := AmbientGate(nr, map[string]bool{"CronJob/cron": true}, time.Now()); g.Result != GateFailed || !strings.Contains(strings.Join(g.Culprits, ";"), "db-0 (StatefulSet/db): not captured by ztunnel") {
+		t.Errorf("gate %+v, want the uncaptured db-0 named", g)
+	}
+	nr.Pods.Items = nr.Pods.Items[:4]
+	if g := AmbientGate(nr, map[string]bool{"CronJob/cron": true}, time.Now()); g.Result != GatePassed || g.Message != "2 of 4 pods captured by ztunnel; the others stay out as planned" {
+		t.Errorf("gate %+v, want passed", g)
 	}
 }

@@ -119,15 +119,17 @@ func (e *Executor) revertedSince(ctx context.Context, p *plan.Plan, ns string) (
 				reason += ". " + cluster.TakeoverRefusal(object, owners)
 			}
 		}
-		return reason + "; then roll back (" + rollbackBefore(ns, r.Phase) + ") and apply again", nil
+		return reason + "; then roll back (" + rollbackBefore(ns, r.Phase, e.cps[ns].dataplane()) + ") and apply again", nil
 	}
 	return "", nil
 }
 
-// rollbackBefore is the command that undoes phase and the ones after it.
-func rollbackBefore(ns string, phase plan.PhaseName) string {
-	if i := phaseIndex(phase); i > 0 && i < len(plan.Phases) {
-		return fmt.Sprintf("kubectl meshmigrate rollback -n %s --to %s", ns, plan.Phases[i-1])
+// rollbackBefore is the command that undoes phase and the ones after it,
+// among the phases of a namespace on dataplane.
+func rollbackBefore(ns string, phase plan.PhaseName, dataplane string) string {
+	phases := plan.PhasesOf(dataplane)
+	if i := slices.Index(phases, phase); i > 0 {
+		return fmt.Sprintf("kubectl meshmigrate rollback -n %s --to %s", ns, phases[i-1])
 	}
 	return "kubectl meshmigrate rollback -n " + ns + " --all"
 }

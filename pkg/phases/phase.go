@@ -31,8 +31,8 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out
 	}
 	// The phases before this one must be done: --phase cannot skip ahead.
 	if !e.dry() {
-		for _, prev := range plan.Phases[:phaseIndex(phase)] {
-			if !cp.PhaseDone(prev) {
+		for _, prev := range plan.AllPhases[:phaseIndex(phase)] {
+			if _, has := pn.Phase(prev); has && !cp.PhaseDone(prev) {
 				out.stop(Stop{Namespace: ns, Phase: phase, Reason: fmt.Sprintf("phase %s is not done yet: run it first (apply --through %s)", prev, prev)})
 				return nil
 			}
@@ -276,7 +276,7 @@ func (e *Executor) callerStop(ctx context.Context, p *plan.Plan, pn *plan.Namesp
 	var waiting []string
 	for _, caller := range pn.CalledBy {
 		if cn, ok := p.Namespace(caller); ok {
-			if ph, ok := cn.Phase(plan.PhaseInject); ok && ph.Status == plan.StatusDone {
+			if ph, ok := cn.Phase(cn.MeshPhase()); ok && ph.Status == plan.StatusDone {
 				continue // meshed before the plan: its pods are checked below
 			}
 		}
@@ -286,7 +286,7 @@ func (e *Executor) callerStop(ctx context.Context, p *plan.Plan, pn *plan.Namesp
 			if err != nil {
 				return "", fmt.Errorf("check the callers of %s: %w", pn.Name, err)
 			}
-			injected = cp.PhaseDone(plan.PhaseInject)
+			injected = cp.meshed()
 		}
 		if !injected {
 			waiting = append(waiting, caller)

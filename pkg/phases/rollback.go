@@ -93,7 +93,11 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to plan.Ph
 	}
 	for _, pass := range passes {
 		for _, ns := range set {
-			if err := e.rollbackOne(ctx, ns, pass, out); err != nil {
+			to := pass
+			if to == plan.PhaseInject && e.cps[ns].dataplane() == plan.DataplaneAmbient {
+				to = plan.PhaseWaypoint // the end of its mesh phases
+			}
+			if err := e.rollbackOne(ctx, ns, to, out); err != nil {
 				return out, err
 			}
 		}

@@ -57,7 +57,7 @@ func StatusOf(cp *Checkpoint, lock *LockInfo) NamespaceStatus {
 	if cp.Stored() {
 		st.Checkpoint = cp
 	}
-	for _, name := range plan.Phases {
+	for _, name := range plan.AllPhases {
 		for _, p := range cp.Phases {
 			if p.Name == name && p.State != "" {
 				st.Phase, st.State = p.Name, p.State

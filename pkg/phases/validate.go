@@ -46,7 +46,7 @@ func (c *Checkpoint) validate() error {
 	for i, p := range c.Phases {
 		what := fmt.Sprintf("phase entry %d (%q, state %q)", i, p.Name, p.State)
 		switch {
-		case !slices.Contains(plan.Phases, p.Name):
+		case !slices.Contains(plan.AllPhases, p.Name):
 			return edited(c.Namespace, what, fmt.Sprintf("unknown phase, want one of %s", plan.PhaseList()))
 		case seen[p.Name]:
 			return edited(c.Namespace, what, "the phase is listed twice")
@@ -92,7 +92,7 @@ func checkRecord(ns string, r Record) error {
 		return bad("seq must be positive")
 	case r.PlanID == "":
 		return bad("it names no plan")
-	case !slices.Contains(plan.Phases, r.Phase):
+	case !slices.Contains(plan.AllPhases, r.Phase):
 		return bad("unknown phase %q, want one of %s", r.Phase, plan.PhaseList())
 	case r.Step < 0:
 		return bad("step %d is negative", r.Step)

@@ -37,6 +37,13 @@ func Build(in Input, opts Options) (*Plan, error) {
 	if opts.Authz == "" {
 		opts.Authz = AuthzEnforce
 	}
+	switch opts.Dataplane {
+	case "", DataplaneSidecar:
+		opts.Dataplane = ""
+	case DataplaneAmbient:
+	default:
+		return nil, fmt.Errorf("--dataplane %q: want sidecar or ambient", opts.Dataplane)
+	}
 	if opts.MinVerifyWindow == "" {
 		opts.MinVerifyWindow = DefaultMinVerifyWindow.String()
 	}
@@ -76,7 +83,7 @@ func Build(in Input, opts Options) (*Plan, error) {
 		switch {
 		case nr.Excluded != "":
 			p.Skipped = append(p.Skipped, SkippedNamespace{Name: nr.Name, Reason: nr.Excluded})
-		case nr.Injection.Mode == audit.InjectionAmbient:
+		case nr.Injection.Mode == audit.InjectionAmbient && opts.Dataplane != DataplaneAmbient:
 			p.Skipped = append(p.Skipped, SkippedNamespace{Name: nr.Name, Reason: "ambient data plane (" + nr.Injection.Label + "): out of scope for a sidecar migration"})
 		default:
 			b.planned[nr.Name] = true
@@ -88,7 +95,13 @@ func Build(in Input, opts Options) (*Plan, error) {
 	// Labels first: which pods each namespace's inject phase meshes decides
 	// which plaintext callers other namespaces can expect to clear.
 	labels := map[string]labelPlan{}
+	b.ambient = b.ambientNamespaces()
 	for _, name := range slices.Sorted(maps.Keys(b.planned)) {
+		if b.ambient[name] {
+			labels[name] = b.ambientLabels(b.reports[name])
+			b.after[name] = ambientPods(b.pods[name], func(w string) bool { return b.excluded[name+"/"+w] })
+			continue
+		}
 		lp := b.planLabels(b.reports[name])
 		labels[name] = lp
 		b.after[name] = b.cls.Pods(b.pods[name], lp.after)
@@ -114,6 +127,8 @@ type builder struct {
 	opts    Options
 	reports map[string]*audit.NamespaceReport
 	planned map[string]bool
+	// ambient are the planned namespaces moving to ambient (--dataplane).
+	ambient map[string]bool
 	// pods are the running pods by namespace; after, their states once the
 	// namespace carries its planned labels.
 	pods  map[string][]*cluster.Pod

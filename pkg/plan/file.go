@@ -137,12 +137,16 @@ func (p *Plan) validate() error {
 		if ns.Wave < 1 || ns.Wave > len(p.Waves) {
 			return fmt.Errorf("namespace %s: wave %d is not one of the plan's %d waves", ns.Name, ns.Wave, len(p.Waves))
 		}
-		if len(ns.Phases) != len(Phases) {
-			return fmt.Errorf("namespace %s: %d phases, want %d (%v)", ns.Name, len(ns.Phases), len(Phases), Phases)
+		if ns.Dataplane != "" && ns.Dataplane != DataplaneAmbient {
+			return fmt.Errorf("namespace %s: dataplane %q: want ambient or none", ns.Name, ns.Dataplane)
+		}
+		want := PhasesOf(ns.Dataplane)
+		if len(ns.Phases) != len(want) {
+			return fmt.Errorf("namespace %s: %d phases, want %d (%v)", ns.Name, len(ns.Phases), len(want), want)
 		}
 		for j, ph := range ns.Phases {
-			if ph.Name != Phases[j] {
-				return fmt.Errorf("namespace %s: phase %d is %q, want %q", ns.Name, j, ph.Name, Phases[j])
+			if ph.Name != want[j] {
+				return fmt.Errorf("namespace %s: phase %d is %q, want %q", ns.Name, j, ph.Name, want[j])
 			}
 			if !validStatuses[ph.Status] {
 				return fmt.Errorf("namespace %s phase %s: unknown status %q", ns.Name, ph.Name, ph.Status)

@@ -106,7 +106,19 @@ func labelKeyOf(l map[string]string) string {
 func (b *builder) namespace(name string, wave int, lp labelPlan, callers []string) Namespace {
 	nr := b.reports[name]
 	ns := Namespace{Name: name, Wave: wave, CalledBy: callers, Fingerprint: NamespaceFingerprint(b.in.Snapshot, nr)}
-	inject, stayOut := b.injectPhase(nr, lp)
+	var (
+		inject   Phase
+		waypoint *Phase
+		stayOut  []string
+	)
+	if b.ambient[name] {
+		ns.Dataplane = DataplaneAmbient
+		var wp Phase
+		inject, wp, stayOut = b.enrollPhases(nr, lp)
+		waypoint = &wp
+	} else {
+		inject, stayOut = b.injectPhase(nr, lp)
+	}
 	permissive, paName := b.permissivePhase(nr)
 	permissive = b.notTakenOver(nr.Name, permissive)
 	verify, trafficBlockers := b.verifyPhase(nr)
@@ -119,14 +131,37 @@ func (b *builder) namespace(name string, wave int, lp labelPlan, callers []strin
 	authz = b.notTakenOver(nr.Name, authz)
 	ns.Uncovered = uncovered
 	ns.Phases = []Phase{inject, permissive, verify, strict, authz}
+	if waypoint != nil {
+		ns.Phases = []Phase{inject, *waypoint, permissive, verify, strict, authz}
+	}
 	return ns
 }
 
+// meshWords are what differs between meshing a namespace with sidecars
+// (inject) and with ambient (enroll).
+type meshWords struct {
+	phase      PhaseName
+	done       string // the label step's reason when it is done
+	restart    string // why a pod is restarted: "without a current sidecar"
+	nextRun    string // what a batch workload's next run gets
+	gate       *Gate
+	unexcluded string // what an excluded workload keeps
+}
+
 func (b *builder) injectPhase(nr *audit.NamespaceReport, lp labelPlan) (Phase, []string) {
-	ph := Phase{Name: PhaseInject, Status: StatusPending}
+	return b.meshPhase(nr, lp, meshWords{phase: PhaseInject,
+		done:       "already selected for injection (" + labelString(pick(lp.after, labelInjection, labelRev)) + ")",
+		restart:    "without a current sidecar",
+		nextRun:    "its next run gets a sidecar",
+		gate:       &Gate{Name: GateSidecars, Description: fmt.Sprintf("every injectable pod carries a sidecar of revision %s", lp.revision)},
+		unexcluded: "keeps pods without a sidecar"})
+}
+
+func (b *builder) meshPhase(nr *audit.NamespaceReport, lp labelPlan, words meshWords) (Phase, []string) {
+	ph := Phase{Name: words.phase, Status: StatusPending}
 	label := Step{Action: ActionLabelNamespace, Target: "Namespace/" + nr.Name, Status: lp.status, Reason: lp.reason, Labels: lp.set, Remove: lp.remove}
 	if lp.status == StatusDone {
-		label.Reason = "already selected for injection (" + labelString(pick(lp.after, labelInjection, labelRev)) + ")"
+		label.Reason = words.done
 	}
 	ph.Steps = append(ph.Steps, label)
 	if lp.status == StatusBlocked {
@@ -171,18 +206,18 @@ func (b *builder) injectPhase(nr *audit.NamespaceReport, lp labelPlan) (Phase, [
 			continue
 		}
 		st := Step{Action: ActionRestartWorkload, Target: ref, Status: StatusPending,
-			Reason: fmt.Sprintf("%s without a current sidecar: %s", plural(len(restart), "pod", "pods"), strings.Join(restart, ", "))}
+			Reason: fmt.Sprintf("%s %s: %s", plural(len(restart), "pod", "pods"), words.restart, strings.Join(restart, ", "))}
 		switch {
 		case b.excluded[nr.Name+"/"+wname]:
 			st.Status, st.Reason = StatusSkipped, "excluded by --exclude-workload; "+st.Reason
-			stayOut = append(stayOut, ref+" is excluded by --exclude-workload and keeps pods without a sidecar")
+			stayOut = append(stayOut, ref+" is excluded by --exclude-workload and "+words.unexcluded)
 		case onDelete[ref]:
 			st.Action, st.Status = ActionReport, StatusBlocked
 			st.Reason = fmt.Sprintf("updateStrategy OnDelete: a rollout restart does not replace its pods; delete them yourself: kubectl delete pod -n %s %s", nr.Name, strings.Join(restart, " "))
 		case kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet":
 		case batch:
 			st.Action, st.Status = ActionReport, StatusSkipped
-			st.Reason = "runs to completion; its next run gets a sidecar (" + st.Reason + ")"
+			st.Reason = "runs to completion; " + words.nextRun + " (" + st.Reason + ")"
 		case kind == "Pod":
 			st.Action, st.Status = ActionReport, StatusBlocked
 			st.Reason = fmt.Sprintf("a bare pod: nothing re-creates it; delete and re-create %s yourself", wname)
@@ -192,7 +227,7 @@ func (b *builder) injectPhase(nr *audit.NamespaceReport, lp labelPlan) (Phase, [
 		}
 		ph.Steps = append(ph.Steps, st)
 	}
-	ph.Gate = &Gate{Name: GateSidecars, Description: fmt.Sprintf("every injectable pod carries a sidecar of revision %s", lp.revision)}
+	ph.Gate = words.gate
 	ph.Status, ph.Reason = rollup(ph.Steps)
 	sort.Strings(stayOut)
 	return ph, stayOut

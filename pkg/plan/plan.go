@@ -23,15 +23,48 @@ type PhaseName string
 
 // Phases, in the order they run (docs/apply.md).
 const (
-	PhaseInject     PhaseName = "inject"
+	PhaseInject PhaseName = "inject"
+	// PhaseEnroll and PhaseWaypoint replace inject for a namespace moving
+	// to the ambient data plane (docs/ambient.md).
+	PhaseEnroll     PhaseName = "enroll"
+	PhaseWaypoint   PhaseName = "waypoint"
 	PhasePermissive PhaseName = "permissive"
 	PhaseVerify     PhaseName = "verify"
 	PhaseStrict     PhaseName = "strict"
 	PhaseAuthz      PhaseName = "authz"
 )
 
-// Phases lists the phase names in order.
+// Phases lists the phases of a namespace moving to sidecars, in order.
 var Phases = []PhaseName{PhaseInject, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+
+// AmbientPhases lists the phases of a namespace moving to ambient.
+var AmbientPhases = []PhaseName{PhaseEnroll, PhaseWaypoint, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+
+// AllPhases is every phase name in the order phases run: what --phase,
+// --through and rollback --to accept.
+var AllPhases = []PhaseName{PhaseInject, PhaseEnroll, PhaseWaypoint, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+
+// The data planes a plan migrates to (--dataplane).
+const (
+	DataplaneSidecar = "sidecar"
+	DataplaneAmbient = "ambient"
+)
+
+// PhasesOf lists the phases of a namespace planned for dataplane.
+func PhasesOf(dataplane string) []PhaseName {
+	if dataplane == DataplaneAmbient {
+		return AmbientPhases
+	}
+	return Phases
+}
+
+// MeshPhase is the phase that meshes the namespace: inject, or enroll.
+func (n *Namespace) MeshPhase() PhaseName {
+	if n.Dataplane == DataplaneAmbient {
+		return PhaseEnroll
+	}
+	return PhaseInject
+}
 
 // PhaseNames is phases as strings (flag values, shell completion, messages).
 func PhaseNames(phases []PhaseName) []string {
@@ -42,8 +75,8 @@ func PhaseNames(phases []PhaseName) []string {
 	return names
 }
 
-// PhaseList is the phase names in order, for messages: "inject, permissive, …".
-func PhaseList() string { return strings.Join(PhaseNames(Phases), ", ") }
+// PhaseList is every phase name in order, for messages: "inject, enroll, …".
+func PhaseList() string { return strings.Join(PhaseNames(AllPhases), ", ") }
 
 // Status is where a phase or a step stands in the plan.
 type Status string
@@ -100,6 +133,10 @@ const (
 	GatePinned          GateName = "peer-authentication-in-force"
 	GateNoPlaintext     GateName = "no-plaintext"
 	GateNoShadowDenials GateName = "no-shadow-denials"
+	// GateAmbientCaptured: every pod of the namespace is captured by
+	// ztunnel (ambient.istio.io/redirection=enabled) and none carries a
+	// sidecar.
+	GateAmbientCaptured GateName = "ambient-captured"
 )
 
 // Target and authz modes (--target, --authz).
@@ -187,6 +224,9 @@ type Options struct {
 	// (a Go duration): a gate over less, or --verify-window under it, is
 	// not a pass. Empty in plans made before it existed: DefaultMinVerifyWindow.
 	MinVerifyWindow string `json:"minVerifyWindow,omitempty"`
+	// Dataplane is what the namespaces move to: sidecar (empty in plans
+	// made before it existed) or ambient (--dataplane).
+	Dataplane string `json:"dataplane,omitempty"`
 }
 
 // DefaultMinVerifyWindow is the verify window's floor unless the plan sets
@@ -218,7 +258,10 @@ type Namespace struct {
 	// CalledBy are the planned namespaces that must be meshed first (they
 	// call this one in plaintext).
 	CalledBy []string `json:"calledBy,omitempty"`
-	Phases   []Phase  `json:"phases"`
+	// Dataplane is ambient for a namespace moving to ambient (its phases
+	// are AmbientPhases); empty for sidecars.
+	Dataplane string  `json:"dataplane,omitempty"`
+	Phases    []Phase `json:"phases"`
 	// Uncovered lists workloads that receive no ALLOW because no caller was
 	// observed: the allow-nothing policy denies all their inbound traffic.
 	Uncovered []string `json:"uncovered,omitempty"`

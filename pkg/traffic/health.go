@@ -64,16 +64,20 @@ func HealthQueries(ns string, window time.Duration) map[string]string {
 	src := "source_workload_namespace, source_workload"
 	dst := fmt.Sprintf(`reporter="destination",destination_workload_namespace=%q`, ns)
 	srcSide := fmt.Sprintf(`reporter="source",destination_workload_namespace=%q`, ns)
-	return map[string]string{
-		"plaintext":     count(src, `{__name__=~"istio_requests_total|istio_tcp_connections_opened_total",`+dst+`,connection_security_policy="none"}`),
-		"denied":        count(src, `istio_requests_total{`+dst+`,response_code="403"}`),
-		"denied-by-pod": count("pod", fmt.Sprintf(`{__name__=~"envoy_.+",namespace=%q,authz_enforce_result="denied"}`, ns)),
-		"requests":      count(src, `istio_requests_total{`+srcSide+`}`),
-		"errors":        count(src, `istio_requests_total{`+srcSide+`,response_code=~"5..|0"}`),
-		// Disjoint from "errors": the two add up.
-		"errors-flagged": count(src, `istio_requests_total{`+srcSide+`,response_code!~"5..|0",response_flags=~"`+failedFlags+`"}`),
-		"inbound":        count("reporter", `{__name__=~"istio_requests_total|istio_tcp_connections_opened_total",`+dst+`}`),
+	// One query per metric: increase() drops the metric name, so a
+	// selector over two metrics would give series that collide.
+	out := map[string]string{
+		"denied":         count(src, `istio_requests_total{`+dst+`,response_code="403"}`),
+		"denied-by-pod":  count("pod", fmt.Sprintf(`{__name__=~"envoy_.+",namespace=%q,authz_enforce_result="denied"}`, ns)),
+		"requests":       count(src, `istio_requests_total{`+srcSide+`}`),
+		"errors":         count(src, `istio_requests_total{`+srcSide+`,response_code=~"5..|0"}`),
+		"errors-flagged": count(src, `istio_requests_total{`+srcSide+`,response_code!~"5..|0",response_flags=~"`+failedFlags+`"}`), // disjoint from "errors": they add up
 	}
+	for _, m := range []string{"istio_requests_total", "istio_tcp_connections_opened_total"} {
+		out["plaintext "+m] = count(src, m+`{`+dst+`,connection_security_policy="none"}`)
+		out["inbound "+m] = count("reporter", m+`{`+dst+`}`)
+	}
+	return out
 }
 
 // Health reads the guard's signals for ns over the window that ends at
@@ -100,18 +104,21 @@ func (p *Prometheus) Health(ctx context.Context, ns string, window time.Duration
 	for _, sig := range []struct {
 		what string
 		into *[]CallerCount
-	}{{"plaintext", &h.Plaintext}, {"denied", &h.Denied}, {"denied-by-pod", &h.Denied}, {"requests", &h.Requests}, {"errors", &h.Errors}, {"errors-flagged", &h.Errors}} {
+	}{{"plaintext istio_requests_total", &h.Plaintext}, {"plaintext istio_tcp_connections_opened_total", &h.Plaintext},
+		{"denied", &h.Denied}, {"denied-by-pod", &h.Denied}, {"requests", &h.Requests}, {"errors", &h.Errors}, {"errors-flagged", &h.Errors}} {
 		cs, err := read(sig.what)
 		if err != nil {
 			return Health{}, err
 		}
 		*sig.into = merged(append(*sig.into, cs...))
 	}
-	in, err := read("inbound")
-	if err != nil {
-		return Health{}, err
+	for _, m := range []string{"istio_requests_total", "istio_tcp_connections_opened_total"} {
+		in, err := read("inbound " + m)
+		if err != nil {
+			return Health{}, err
+		}
+		h.Inbound += Total(in)
 	}
-	h.Inbound = Total(in)
 	return h, nil
 }
 

@@ -209,3 +209,18 @@ func BenchmarkEdgesFromVector(b *testing.B) {
 		}
 	}
 }
+
+// Each guard query reads one istio_* metric: increase() drops the metric
+// name, so one selector over requests and TCP connections returns series
+// that collide, and Prometheus refuses the whole query (found on ztunnel's
+// TCP series beside the sidecars' requests).
+func TestHealthQueriesReadOneIstioMetricEach(t *testing.T) {
+	for what, q := range HealthQueries("shop", time.Minute) {
+		if strings.Contains(q, `__name__=~"istio_`) {
+			t.Errorf("%s: %s selects several istio metrics in one increase()", what, q)
+		}
+		if !strings.Contains(q, `"shop"`) {
+			t.Errorf("%s: %s is not scoped to the namespace", what, q)
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+)
+
+// A namespace moving to the ambient data plane (--dataplane ambient,
+// docs/ambient.md) is enrolled instead of injected: labelled
+// istio.io/dataplane-mode=ambient with its injection labels removed in the
+// same step, its pods that carry sidecars restarted so the sidecars go
+// away (istio-cni captures running pods without one), then gated on every
+// pod being captured. Its waypoint phase comes next; PERMISSIVE, verify,
+// STRICT and authz follow as for sidecars.
+
+const labelDataplaneMode = cluster.LabelDataplaneMode
+
+// ambientLabels is the enroll phase's relabelling: dataplane-mode=ambient,
+// and neither injection label (a pod never both injected and captured).
+func (b *builder) ambientLabels(nr *audit.NamespaceReport) labelPlan {
+	cur := b.nsLabels[nr.Name]
+	after := map[string]string{}
+	for k, v := range cur {
+		after[k] = v
+	}
+	lp := labelPlan{after: after, status: StatusPending}
+	if cur[labelDataplaneMode] != DataplaneAmbient {
+		lp.set = map[string]string{labelDataplaneMode: DataplaneAmbient}
+		after[labelDataplaneMode] = DataplaneAmbient
+	}
+	for _, k := range []string{labelInjection, labelRev} {
+		if _, ok := after[k]; ok {
+			delete(after, k)
+			lp.remove = append(lp.remove, k)
+		}
+	}
+	if lp.set == nil && lp.remove == nil {
+		lp.status = StatusDone
+	}
+	if why := b.ambientRefusal(nr); why != "" {
+		lp.status, lp.reason = StatusBlocked, why
+	}
+	return lp
+}
+
+// ambientRefusal says why the namespace must not be enrolled now: the
+// node agents are missing, or a policy ztunnel would turn into denials.
+func (b *builder) ambientRefusal(nr *audit.NamespaceReport) string {
+	a := b.in.Snapshot.Ambient
+	var missing []string
+	switch {
+	case a.Unreadable != "":
+		return a.Unreadable + ": the ambient data plane cannot be confirmed; grant list on daemonsets in istiod's namespace and kube-system, and re-plan"
+	case a.Ztunnel == nil:
+		missing = append(missing, "ztunnel is not installed")
+	case a.Ztunnel.Desired == 0 || a.Ztunnel.Ready < a.Ztunnel.Desired:
+		missing = append(missing, "ztunnel is not ready: "+a.Ztunnel.String())
+	}
+	switch {
+	case a.CNI == nil:
+		missing = append(missing, "istio-cni is not installed")
+	case a.CNI.Desired == 0 || a.CNI.Ready < a.CNI.Desired:
+		missing = append(missing, "istio-cni is not ready: "+a.CNI.String())
+	}
+	if len(missing) > 0 {
+		return strings.Join(missing, "; ") + ": enrolled pods would not be captured; install Istio's ambient profile (istioctl install --set profile=ambient) and re-plan"
+	}
+	if l7 := b.l7Policies(nr.Name); len(l7) > 0 {
+		return "AuthorizationPolicy " + strings.Join(l7, ", ") + " uses L7 attributes and is bound by selector or namespace: once enrolled, ztunnel enforces it and denies what it should allow (AmbientL7PolicyOnZtunnel); see the waypoint phase"
+	}
+	for _, p := range b.pods[nr.Name] {
+		if asksForSidecar(p) && !b.excluded[nr.Name+"/"+p.Owner.Name] {
+			return fmt.Sprintf("%s asks for a sidecar itself (sidecar.istio.io/inject=true on pod %s): it would keep one after the move, and ambient never captures it; remove that label, or keep the workload on sidecars with --exclude-workload %s/%s",
+				p.Owner, p.Name, nr.Name, p.Owner.Name)
+		}
+	}
+	return ""
+}
+
+// asksForSidecar is a pod the object-selector injector webhooks inject
+// whatever its namespace's labels say.
+func asksForSidecar(p *cluster.Pod) bool {
+	return strings.EqualFold(p.Labels["sidecar.istio.io/inject"], "true") || p.Labels[labelRev] != ""
+}
+
+// l7Policies are the namespace's AuthorizationPolicies that only an L7
+// proxy can enforce and that are not bound to a waypoint.
+func (b *builder) l7Policies(ns string) []string {
+	var out []string
+	for _, ap := range b.in.Snapshot.AuthorizationPolicies {
+		if ap.Namespace == ns && len(ap.L7) > 0 && len(ap.TargetRefs) == 0 {
+			out = append(out, fmt.Sprintf("%s (%s)", ap.Name, strings.Join(ap.L7, ", ")))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ambientPods are the namespace's pods as they will be once enrolled: a pod
+// that carries a sidecar needs a restart (which removes it), any other is
+// captured where it runs, but hostNetwork pods and those opted out.
+func ambientPods(pods []*cluster.Pod, excluded func(workload string) bool) audit.Pods {
+	out := audit.Pods{Items: make([]audit.Pod, 0, len(pods))}
+	for _, p := range pods {
+		pr := audit.Pod{Name: p.Name, Workload: p.Owner.String()}
+		hasSidecar := p.Annotations["sidecar.istio.io/status"] != ""
+		switch {
+		case p.HostNetwork:
+			pr.State, pr.Reason = audit.PodNotInjectable, "hostNetwork pod: ambient never captures it"
+		case p.Labels[labelDataplaneMode] == "none":
+			pr.State, pr.Reason = audit.PodNotInjectable, "opted out by istio.io/dataplane-mode=none"
+		case excluded(p.Owner.Name):
+			pr.State, pr.Reason = audit.PodNotInjectable, "kept on sidecars by --exclude-workload"
+		case hasSidecar:
+			pr.State, pr.Reason = audit.PodNeedsRestart, "carries a sidecar, which ambient never captures: a restart removes it"
+		default:
+			pr.State, pr.Sidecar = audit.PodMeshed, "ambient"
+		}
+		out.Total++
+		if pr.State == audit.PodMeshed {
+			out.Meshed++
+		}
+		out.Items = append(out.Items, pr)
+	}
+	out.NotMeshed = out.Total - out.Meshed
+	return out
+}
+
+// enrollPhases plans a namespace's enroll and waypoint phases.
+func (b *builder) enrollPhases(nr *audit.NamespaceReport, lp labelPlan) (Phase, Phase, []string) {
+	enroll, stayOut := b.meshPhase(nr, lp, meshWords{phase: PhaseEnroll,
+		done:       "already enrolled in ambient (istio.io/dataplane-mode=ambient)",
+		restart:    "carry a sidecar, which ambient never captures; the restart removes it",
+		nextRun:    "its next run is captured without a sidecar",
+		gate:       &Gate{Name: GateAmbientCaptured, Description: "every pod is captured by ztunnel (ambient.istio.io/redirection=enabled) and none carries a sidecar, but those that stay out"},
+		unexcluded: "keeps its sidecars (not captured)"})
+	waypoint := Phase{Name: PhaseWaypoint, Status: StatusSkipped,
+		Reason: "no AuthorizationPolicy here uses L7 attributes: ztunnel enforces the L4 rules, no waypoint is needed"}
+	if l7 := b.l7Policies(nr.Name); len(l7) > 0 {
+		waypoint.Status = StatusBlocked
+		waypoint.Reason = fmt.Sprintf("AuthorizationPolicy %s needs a waypoint (L7), and this version does not deploy waypoints: deploy one (istioctl waypoint apply -n %s --enroll-namespace), move the policies to targetRefs naming its Gateway, and re-plan",
+			strings.Join(l7, ", "), nr.Name)
+	}
+	return enroll, waypoint, stayOut
+}
+
+// ambientNamespaces are the planned namespaces that move to ambient.
+func (b *builder) ambientNamespaces() map[string]bool {
+	out := map[string]bool{}
+	if b.opts.Dataplane == DataplaneAmbient {
+		for ns := range b.planned {
+			out[ns] = true
+		}
+	}
+	return out
+}

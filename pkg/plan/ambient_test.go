@@ -1,0 +1,97 @@
+package plan_test
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
+)
+
+func withAgents(s *cluster.Snapshot) *cluster.Snapshot {
+	s.Ambient = cluster.AmbientComponents{
+		Ztunnel: &cluster.DaemonSetState{Namespace: "istio-system", Name: "ztunnel", Desired: 2, Ready: 2},
+		CNI:     &cluster.DaemonSetState{Namespace: "istio-system", Name: "istio-cni-node", Desired: 2, Ready: 2}}
+	return s
+}
+
+// --dataplane ambient: a plaintext namespace is enrolled by its label
+// alone (no restart: istio-cni captures running pods); a sidecar namespace
+// loses its injection label in the same step and its workloads restart so
+// the sidecars go away; both are gated on capture, need no waypoint, and
+// go on to PERMISSIVE, verify, STRICT and authz.
+func TestPlanAmbientEnrollsPlaintextAndSidecarNamespaces(t *testing.T) {
+	s := withAgents(estate())
+	s.Namespaces = []cluster.Namespace{ns("plain"), ns("shop", "istio-injection", "enabled")}
+	s.Pods = pods(deploy("plain", "web", 2), deploy("shop", "cart", 1, injected("1-30")))
+	g := graphOf(mtls("shop/cart", "plain/web", 8080), mtls("plain/web", "shop/cart", 8080))
+	p := build(t, s, g, plan.Options{Dataplane: plan.DataplaneAmbient})
+	if p.Options.Dataplane != plan.DataplaneAmbient {
+		t.Errorf("options.dataplane %q", p.Options.Dataplane)
+	}
+	for _, name := range []string{"plain", "shop"} {
+		n := nsOf(t, p, name)
+		var got []plan.PhaseName
+		for _, ph := range n.Phases {
+			got = append(got, ph.Name)
+		}
+		if n.Dataplane != plan.DataplaneAmbient || !reflect.DeepEqual(got, plan.AmbientPhases) {
+			t.Errorf("%s: dataplane %q phases %v, want ambient %v", name, n.Dataplane, got, plan.AmbientPhases)
+		}
+		if wp := phaseOf(t, p, name, plan.PhaseWaypoint); wp.Status != plan.StatusSkipped {
+			t.Errorf("%s: waypoint %s %q, want skipped (no L7 policy)", name, wp.Status, wp.Reason)
+		}
+		if e := phaseOf(t, p, name, plan.PhaseEnroll); e.Gate == nil || e.Gate.Name != plan.GateAmbientCaptured {
+			t.Errorf("%s: enroll gate %+v", name, e.Gate)
+		}
+	}
+	plain := phaseOf(t, p, "plain", plan.PhaseEnroll)
+	if len(plain.Steps) != 1 || !reflect.DeepEqual(plain.Steps[0].Labels, map[string]string{"istio.io/dataplane-mode": "ambient"}) || len(plain.Steps[0].Remove) != 0 {
+		t.Errorf("plain enroll:%s\nwant only the label, no restart", describeSteps(plain.Steps))
+	}
+	shop := phaseOf(t, p, "shop", plan.PhaseEnroll)
+	label := oneStep(t, shop, "Namespace/shop")
+	if !reflect.DeepEqual(label.Remove, []string{"istio-injection"}) || label.Labels["istio.io/dataplane-mode"] != "ambient" {
+		t.Errorf("shop label step %+v: want ambient set and istio-injection removed in the same step", label)
+	}
+	if r := oneStep(t, shop, "Deployment/cart"); r.Action != plan.ActionRestartWorkload || r.Status != plan.StatusPending || !strings.Contains(r.Reason, "carry a sidecar") {
+		t.Errorf("cart: %+v, want a restart that removes its sidecar", r)
+	}
+	if st := phaseOf(t, p, "plain", plan.PhaseStrict); st.Status != plan.StatusPending {
+		t.Errorf("plain strict %s %q: enrolled pods count as meshed", st.Status, st.Reason)
+	}
+}
+
+// Refusals, each a blocked enroll step with its reason, before any change:
+// no node agents, a selector-bound L7 policy (ztunnel would deny), a pod
+// that asks for its own sidecar.
+func TestPlanAmbientRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(s *cluster.Snapshot)
+		says  string
+	}{
+		{"no ztunnel", func(s *cluster.Snapshot) { s.Ambient.Ztunnel = nil }, "ztunnel is not installed"},
+		{"istio-cni not ready", func(s *cluster.Snapshot) { s.Ambient.CNI.Ready = 1 }, "istio-cni is not ready: DaemonSet istio-system/istio-cni-node (1 of 2 ready)"},
+		{"L7 policy", func(s *cluster.Snapshot) {
+			s.AuthorizationPolicies = []cluster.AuthorizationPolicy{{Namespace: "shop", Name: "get-only", Action: "ALLOW", Rules: 1, L7: []string{"methods"}}}
+		}, "AuthorizationPolicy get-only (methods) uses L7 attributes"},
+		{"own sidecar", func(s *cluster.Snapshot) { s.Pods[0].Labels["sidecar.istio.io/inject"] = "true" }, "asks for a sidecar itself"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := withAgents(estate())
+			s.Namespaces = []cluster.Namespace{ns("shop")}
+			s.Pods = pods(deploy("shop", "web", 1))
+			tc.setup(s)
+			p := build(t, s, nil, plan.Options{Dataplane: plan.DataplaneAmbient})
+			e := phaseOf(t, p, "shop", plan.PhaseEnroll)
+			if e.Status != plan.StatusBlocked || !strings.Contains(e.Reason, tc.says) || !p.NeedsAttention() {
+				t.Errorf("enroll %s %q, want blocked saying %q", e.Status, e.Reason, tc.says)
+			}
+		})
+	}
+	if _, err := tryBuild(withAgents(estate()), nil, plan.Options{Dataplane: "cilium"}); err == nil || !strings.Contains(err.Error(), `--dataplane "cilium": want sidecar or ambient`) {
+		t.Errorf("err = %v", err)
+	}
+}
