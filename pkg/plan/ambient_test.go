@@ -61,6 +61,13 @@ func TestPlanAmbientEnrollsPlaintextAndSidecarNamespaces(t *testing.T) {
 	if st := phaseOf(t, p, "plain", plan.PhaseStrict); st.Status != plan.StatusPending {
 		t.Errorf("plain strict %s %q: enrolled pods count as meshed", st.Status, st.Reason)
 	}
+	// No dry-run decisions from ztunnel: authz is never applied unwatched.
+	if az := phaseOf(t, p, "plain", plan.PhaseAuthz); az.Status != plan.StatusBlocked || len(az.Steps) != 0 || !strings.Contains(az.Reason, "ztunnel reports no dry-run authorization decisions") {
+		t.Errorf("plain authz %s %q %d steps, want blocked with no step", az.Status, az.Reason, len(az.Steps))
+	}
+	if p := build(t, s, g, plan.Options{Dataplane: plan.DataplaneAmbient, Authz: plan.AuthzOff}); phaseOf(t, p, "plain", plan.PhaseAuthz).Status != plan.StatusSkipped {
+		t.Error("--authz off: authz should be skipped, not blocked")
+	}
 }
 
 // Refusals, each a blocked enroll step with its reason, before any change:

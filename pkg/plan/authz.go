@@ -93,6 +93,14 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 	case strict.Status == StatusBlocked:
 		ph.Status, ph.Reason = StatusBlocked, "needs STRICT first: policies by principal admit plaintext callers otherwise (ISTIO-SECURITY-2021-004)"
 		return ph, nil
+	case b.ambient[nr.Name]:
+		// The dry-run step is the safety of this phase, and ztunnel gives
+		// no dry-run decisions to gate on: it ignores dry-run policies
+		// (istio/istio#55414) or only logs them (istio/ztunnel#1659), and
+		// a ztunnel older than its control plane may enforce one
+		// (istio/istio#58657), so even the dry-run step could deny.
+		ph.Status, ph.Reason = StatusBlocked, "ambient: ztunnel reports no dry-run authorization decisions to gate on, and some ztunnel versions enforce a dry-run policy; write the L4 ALLOW policies yourself, or re-plan with --authz off"
+		return ph, nil
 	case b.in.Graph == nil:
 		ph.Status, ph.Reason = StatusBlocked, "ALLOW policies come from observed mTLS callers, and telemetry was not read ("+nr.Traffic.Reason+"): re-plan with traffic"
 		return ph, nil
