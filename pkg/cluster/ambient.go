@@ -30,6 +30,23 @@ type DaemonSetState struct {
 	Name      string `json:"name"`
 	Desired   int32  `json:"desired"`
 	Ready     int32  `json:"ready"`
+	// Image is the first container's image (ztunnel's carries Istio's
+	// version in its tag).
+	Image string `json:"image,omitempty"`
+}
+
+// IstioVersion is the major and minor version in the tag of an Istio
+// image ("docker.io/istio/ztunnel:1.24.2-distroless" is 1, 24), when the
+// image is Istio's (its name ends in want) and its tag reads as one.
+func (d *DaemonSetState) IstioVersion(want string) (major, minor int, ok bool) {
+	name, tag, found := strings.Cut(d.Image[strings.LastIndex(d.Image, "/")+1:], ":")
+	if !found || name != want {
+		return 0, 0, false
+	}
+	if _, err := fmt.Sscanf(tag, "%d.%d", &major, &minor); err != nil {
+		return 0, 0, false
+	}
+	return major, minor, true
 }
 
 func (d *DaemonSetState) String() string {
@@ -83,6 +100,9 @@ func (r *Reader) ambient(ctx context.Context, istiodNamespace string) (AmbientCo
 		for i := range list.Items {
 			ds := &list.Items[i]
 			st := &DaemonSetState{Namespace: ds.Namespace, Name: ds.Name, Desired: ds.Status.DesiredNumberScheduled, Ready: ds.Status.NumberReady}
+			if cs := ds.Spec.Template.Spec.Containers; len(cs) > 0 {
+				st.Image = cs[0].Image
+			}
 			var sel map[string]string
 			if ds.Spec.Selector != nil {
 				sel = ds.Spec.Selector.MatchLabels

@@ -69,6 +69,9 @@ func (b *builder) ambientRefusal(nr *audit.NamespaceReport) string {
 	if len(missing) > 0 {
 		return strings.Join(missing, "; ") + ": enrolled pods would not be captured; install Istio's ambient profile (istioctl install --set profile=ambient) and re-plan"
 	}
+	if major, minor, ok := a.Ztunnel.IstioVersion("ztunnel"); ok && (major < 1 || major == 1 && minor < 24) {
+		return fmt.Sprintf("ztunnel is Istio %d.%d (%s), older than ambient's general availability in 1.24: upgrade Istio first", major, minor, a.Ztunnel.Image)
+	}
 	if l7 := b.l7Policies(nr.Name); len(l7) > 0 {
 		return "AuthorizationPolicy " + strings.Join(l7, ", ") + " uses L7 attributes and is bound by selector or namespace: once enrolled, ztunnel enforces it and denies what it should allow (AmbientL7PolicyOnZtunnel); see the waypoint phase"
 	}

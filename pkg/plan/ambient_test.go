@@ -102,3 +102,23 @@ func TestPlanAmbientRefusals(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// A ztunnel older than ambient's GA (1.24) is refused; an image whose tag
+// is not an Istio version says nothing either way.
+func TestPlanAmbientRefusesPreGAZtunnel(t *testing.T) {
+	for image, blocked := range map[string]bool{
+		"docker.io/istio/ztunnel:1.23.4":            true,
+		"docker.io/istio/ztunnel:1.24.0-distroless": false,
+		"gcr.io/istio-release/ztunnel:1.30.1":       false,
+		"registry.k8s.io/pause:3.10":                false,
+	} {
+		s := withAgents(estate())
+		s.Ambient.Ztunnel.Image = image
+		s.Namespaces = []cluster.Namespace{ns("shop")}
+		s.Pods = pods(deploy("shop", "web", 1))
+		e := phaseOf(t, build(t, s, nil, plan.Options{Dataplane: plan.DataplaneAmbient}), "shop", plan.PhaseEnroll)
+		if got := e.Status == plan.StatusBlocked && strings.Contains(e.Reason, "older than ambient's general availability in 1.24"); got != blocked {
+			t.Errorf("%s: enroll %s %q, want blocked %v", image, e.Status, e.Reason, blocked)
+		}
+	}
+}
