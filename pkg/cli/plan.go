@@ -309,7 +309,11 @@ func printPlan(w io.Writer, p *plan.Plan, color bool) error {
 	}
 	fmt.Fprintln(w)
 	t := newTable(w)
-	t.Header("WAVE", "NAMESPACE", "INJECT", "PERMISSIVE", "VERIFY", "STRICT", "AUTHZ", "AFTER")
+	header := []any{"WAVE", "NAMESPACE"}
+	for _, ph := range plan.PhasesOf(p.Options.Dataplane) {
+		header = append(header, strings.ToUpper(string(ph)))
+	}
+	t.Header(append(header, "AFTER")...)
 	for _, ns := range p.Namespaces {
 		row := []string{fmt.Sprint(ns.Wave), ns.Name}
 		for _, ph := range ns.Phases {

@@ -261,6 +261,10 @@ func TestAmbientMigration(t *testing.T) {
 		Assess("with them, both namespaces move to ambient through STRICT", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
 			installNodeAgents(ctx, t, c)
 			file, p := planGraph(t, c, est, dir, est.Graph(), "--dataplane", "ambient", "--authz", "off") // authz is blocked in ambient (docs/ambient.md)
+			table, _, code := meshmigrate(t, c, "plan", "-n", est.Front+","+est.Back, "--traffic-file", filepath.Join(dir, "traffic.yaml"), "--dataplane", "ambient", "--authz", "off", "-o", "table", "--min-verify-window", "5s")
+			if code != 0 || !strings.Contains(table, "ENROLL") || !strings.Contains(table, "WAYPOINT") {
+				t.Errorf("plan -o table: exit %d\n%s", code, table)
+			}
 			back, _ := p.Namespace(est.Back)
 			if back.Dataplane != plan.DataplaneAmbient || len(back.Phases) != len(plan.AmbientPhases) {
 				t.Fatalf("back: %+v", back)
