@@ -34,7 +34,7 @@ func ambientNodeAgents(s *cluster.Snapshot, ambientNamespaces []string) []Findin
 		switch {
 		case c.ds == nil:
 			missing = append(missing, c.what+": no DaemonSet in "+where)
-		case c.ds.Desired == 0 || c.ds.Ready < c.ds.Desired:
+		case !c.ds.Serving():
 			missing = append(missing, c.what+": "+c.ds.String())
 		}
 	}
@@ -47,7 +47,7 @@ func ambientNodeAgents(s *cluster.Snapshot, ambientNamespaces []string) []Findin
 }
 
 // ambientFindings are the checks of one ambient namespace.
-func ambientFindings(ns cluster.Namespace, nr NamespaceReport, pods []*cluster.Pod, aps []cluster.AuthorizationPolicy) []Finding {
+func ambientFindings(s *cluster.Snapshot, ns cluster.Namespace, nr NamespaceReport, pods []*cluster.Pod, aps []cluster.AuthorizationPolicy) []Finding {
 	var f []Finding
 	byWorkload := func(filter func(p *cluster.Pod, pr Pod) bool) ([]string, map[string][]string) {
 		var order []string
@@ -65,7 +65,7 @@ func ambientFindings(ns cluster.Namespace, nr NamespaceReport, pods []*cluster.P
 		sort.Strings(order)
 		return order, group
 	}
-	optedOut := func(p *cluster.Pod) bool { return p.Labels[cluster.LabelDataplaneMode] == "none" }
+	optedOut := func(p *cluster.Pod) bool { return p.Labels[labelDataplaneMode] == "none" }
 	ws, g := byWorkload(func(p *cluster.Pod, _ Pod) bool { return optedOut(p) })
 	for _, w := range ws {
 		f = append(f, Finding{Code: CodeAmbientWorkloadOptedOut, Severity: SeverityInfo, Object: w,
@@ -73,10 +73,11 @@ func ambientFindings(ns cluster.Namespace, nr NamespaceReport, pods []*cluster.P
 				plural(len(g[w]), "pod", "pods"))})
 	}
 	ws, g = byWorkload(func(p *cluster.Pod, pr Pod) bool { return pr.Sidecar != "" && pr.Sidecar != "ambient" })
+	onDelete := onDeleteIn(s, ns.Name)
 	for _, w := range ws {
 		f = append(f, Finding{Code: CodeAmbientPodHasSidecar, Severity: SeverityWarning, Object: w,
-			Message: fmt.Sprintf("%s still carry a sidecar in an ambient namespace: ambient never captures a pod with a sidecar; remove istio-injection/istio.io/rev from the namespace (and the pods' sidecar.istio.io/inject) and restart: kubectl rollout restart %s -n %s",
-				plural(len(g[w]), "pod", "pods"), strings.ToLower(strings.Replace(w, "/", " ", 1)), ns.Name)})
+			Message: fmt.Sprintf("%s still carry a sidecar in an ambient namespace: ambient never captures a pod with a sidecar; remove istio-injection/istio.io/rev from the namespace (and the pods' sidecar.istio.io/inject), then %s",
+				plural(len(g[w]), "pod", "pods"), restartHint(workloadGroup{workload: w, pods: g[w]}, ns.Name, onDelete))})
 	}
 	ws, g = byWorkload(func(p *cluster.Pod, pr Pod) bool {
 		return pr.Sidecar == "" && !p.HostNetwork && !optedOut(p)

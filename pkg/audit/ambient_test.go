@@ -103,3 +103,18 @@ func TestAmbientNodeAgents(t *testing.T) {
 		}
 	}
 }
+
+// An ambient namespace is judged like a meshed one once every pod is
+// captured: an uncaptured pod (or one with a sidecar) keeps it at the
+// mesh phase, never at verify or STRICT.
+func TestAmbientReadiness(t *testing.T) {
+	s := ambientSnapshot()
+	s.PeerAuthentications = []cluster.PeerAuthentication{peer("mesh", "default", "PERMISSIVE", 0, nil, nil)}
+	if rd := nsReport(t, s, "mesh").Readiness; rd.Next != PhaseInject || !strings.Contains(rd.Reason, "not captured by ztunnel") || rd.Safe {
+		t.Errorf("readiness %+v, want the mesh phase: api is not captured and legacy keeps its sidecar", rd)
+	}
+	s.Pods = s.Pods[:1] // only the captured web
+	if rd := nsReport(t, s, "mesh").Readiness; rd.Next != PhaseVerify {
+		t.Errorf("readiness %+v, want verify (PERMISSIVE, every pod captured)", rd)
+	}
+}

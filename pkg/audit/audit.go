@@ -147,7 +147,7 @@ func auditNamespace(s *cluster.Snapshot, ns cluster.Namespace, injectors []injec
 	}
 	nr.Findings = append(namespaceFindings(s, ns, nr, nsInjector, allows), trafficFindings(ns.Name, nr.Traffic)...)
 	if nr.Injection.Mode == InjectionAmbient {
-		nr.Findings = append(nr.Findings, ambientFindings(ns, nr, pods, aps)...)
+		nr.Findings = append(nr.Findings, ambientFindings(s, ns, nr, pods, aps)...)
 	}
 	sortFindings(nr.Findings)
 	nr.Readiness = readiness(s, nr, nsInjector)

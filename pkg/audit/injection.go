@@ -14,13 +14,13 @@ import (
 const (
 	labelInjection       = "istio-injection"
 	labelRev             = "istio.io/rev"
-	labelDataplaneMode   = "istio.io/dataplane-mode"
+	labelDataplaneMode   = cluster.LabelDataplaneMode
 	keyInject            = "sidecar.istio.io/inject"
 	annotationStatus     = "sidecar.istio.io/status"
 	annotationRev        = "istio.io/rev"
 	annotationAmbient    = "ambient.istio.io/redirection"
 	proxyContainer       = "istio-proxy"
-	dataplaneModeAmbient = "ambient"
+	dataplaneModeAmbient = cluster.DataplaneModeAmbient
 )
 
 // ignoredNamespaces are never injected by Istio's injector

@@ -8,11 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
-
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
@@ -157,35 +153,6 @@ func restConfig(configFlags *genericclioptions.ConfigFlags) (*rest.Config, error
 	// server's priority and fairness still protects it.
 	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil
-}
-
-// newReader builds a cluster reader from the kubectl flags.
-func newReader(configFlags *genericclioptions.ConfigFlags) (*cluster.Reader, error) {
-	cfg, err := restConfig(configFlags)
-	if err != nil {
-		return nil, err
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("build the Kubernetes client: %w", err)
-	}
-	ic, err := istioclient.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("build the Istio client: %w", err)
-	}
-	md, err := metadata.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("build the metadata client: %w", err)
-	}
-	r := cluster.NewReader(cluster.Clients{Kube: kube, Istio: ic, Metadata: md})
-	r.Server = cfg.Host
-	if raw, err := configFlags.ToRawKubeConfigLoader().RawConfig(); err == nil {
-		r.Context = raw.CurrentContext
-		if configFlags.Context != nil && *configFlags.Context != "" {
-			r.Context = *configFlags.Context
-		}
-	}
-	return r, nil
 }
 
 // Validate rejects bad input before anything is read.

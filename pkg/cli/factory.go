@@ -6,8 +6,12 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/phases"
 )
 
@@ -35,11 +39,41 @@ func (f *Factory) Reader() (snapshotReader, error) {
 	if f.reader != nil {
 		return f.reader, nil
 	}
-	r, err := newReader(f.configFlags)
+	r, err := f.newReader()
 	if err != nil {
 		return nil, err
 	}
 	f.reader = r
+	return r, nil
+}
+
+// newReader builds the cluster reader over the factory's config and typed
+// client (one client, one rate limit, for reads and writes alike).
+func (f *Factory) newReader() (*cluster.Reader, error) {
+	cfg, err := f.RESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	kube, err := f.Kube()
+	if err != nil {
+		return nil, err
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the Istio client: %w", err)
+	}
+	md, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build the metadata client: %w", err)
+	}
+	r := cluster.NewReader(cluster.Clients{Kube: kube, Istio: ic, Metadata: md})
+	r.Server = cfg.Host
+	if raw, err := f.configFlags.ToRawKubeConfigLoader().RawConfig(); err == nil {
+		r.Context = raw.CurrentContext
+		if f.configFlags.Context != nil && *f.configFlags.Context != "" {
+			r.Context = *f.configFlags.Context
+		}
+	}
 	return r, nil
 }
 
@@ -68,7 +102,7 @@ func (f *Factory) Kube() (kubernetes.Interface, error) {
 	}
 	k, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("build the Kubernetes client: %w", err)
 	}
 	f.kube = k
 	return k, nil

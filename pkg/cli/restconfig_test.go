@@ -28,7 +28,7 @@ func TestReaderWireFormats(t *testing.T) {
 	defer srv.Close()
 	flags := genericclioptions.NewConfigFlags(false)
 	flags.APIServer = &srv.URL
-	r, err := newReader(flags)
+	r, err := NewFactory(flags).newReader()
 	if err != nil {
 		t.Fatal(err)
 	}

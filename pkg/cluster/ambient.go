@@ -49,6 +49,12 @@ func (d *DaemonSetState) IstioVersion(want string) (major, minor int, ok bool) {
 	return major, minor, true
 }
 
+// Serving is true when the DaemonSet runs ready on every node it is
+// scheduled to (and on one at least).
+func (d *DaemonSetState) Serving() bool {
+	return d != nil && d.Desired > 0 && d.Ready >= d.Desired
+}
+
 func (d *DaemonSetState) String() string {
 	return fmt.Sprintf("DaemonSet %s/%s (%d of %d ready)", d.Namespace, d.Name, d.Ready, d.Desired)
 }
@@ -73,9 +79,12 @@ func AmbientNamespaces(istiodNamespace string) []string {
 // pod: "ambient", or "none" to opt a pod out.
 const LabelDataplaneMode = "istio.io/dataplane-mode"
 
+// DataplaneModeAmbient is LabelDataplaneMode's value that enrolls.
+const DataplaneModeAmbient = "ambient"
+
 func anyAmbient(nss []Namespace) bool {
 	for _, ns := range nss {
-		if ns.Labels[LabelDataplaneMode] == "ambient" {
+		if ns.Labels[LabelDataplaneMode] == DataplaneModeAmbient {
 			return true
 		}
 	}

@@ -17,8 +17,6 @@ import (
 // pod being captured. Its waypoint phase comes next; PERMISSIVE, verify,
 // STRICT and authz follow as for sidecars.
 
-const labelDataplaneMode = cluster.LabelDataplaneMode
-
 // ambientLabels is the enroll phase's relabelling: dataplane-mode=ambient,
 // and neither injection label (a pod never both injected and captured).
 func (b *builder) ambientLabels(nr *audit.NamespaceReport) labelPlan {
@@ -28,9 +26,9 @@ func (b *builder) ambientLabels(nr *audit.NamespaceReport) labelPlan {
 		after[k] = v
 	}
 	lp := labelPlan{after: after, status: StatusPending}
-	if cur[labelDataplaneMode] != DataplaneAmbient {
-		lp.set = map[string]string{labelDataplaneMode: DataplaneAmbient}
-		after[labelDataplaneMode] = DataplaneAmbient
+	if cur[cluster.LabelDataplaneMode] != cluster.DataplaneModeAmbient {
+		lp.set = map[string]string{cluster.LabelDataplaneMode: cluster.DataplaneModeAmbient}
+		after[cluster.LabelDataplaneMode] = cluster.DataplaneModeAmbient
 	}
 	for _, k := range []string{labelInjection, labelRev} {
 		if _, ok := after[k]; ok {
@@ -52,19 +50,19 @@ func (b *builder) ambientLabels(nr *audit.NamespaceReport) labelPlan {
 func (b *builder) ambientRefusal(nr *audit.NamespaceReport) string {
 	a := b.in.Snapshot.Ambient
 	var missing []string
-	switch {
-	case a.Unreadable != "":
+	if a.Unreadable != "" {
 		return a.Unreadable + ": the ambient data plane cannot be confirmed; grant list on daemonsets in istiod's namespace and kube-system, and re-plan"
-	case a.Ztunnel == nil:
-		missing = append(missing, "ztunnel is not installed")
-	case a.Ztunnel.Desired == 0 || a.Ztunnel.Ready < a.Ztunnel.Desired:
-		missing = append(missing, "ztunnel is not ready: "+a.Ztunnel.String())
 	}
-	switch {
-	case a.CNI == nil:
-		missing = append(missing, "istio-cni is not installed")
-	case a.CNI.Desired == 0 || a.CNI.Ready < a.CNI.Desired:
-		missing = append(missing, "istio-cni is not ready: "+a.CNI.String())
+	for _, c := range []struct {
+		name string
+		ds   *cluster.DaemonSetState
+	}{{"ztunnel", a.Ztunnel}, {"istio-cni", a.CNI}} {
+		switch {
+		case c.ds == nil:
+			missing = append(missing, c.name+" is not installed")
+		case !c.ds.Serving():
+			missing = append(missing, c.name+" is not ready: "+c.ds.String())
+		}
 	}
 	if len(missing) > 0 {
 		return strings.Join(missing, "; ") + ": enrolled pods would not be captured; install Istio's ambient profile (istioctl install --set profile=ambient) and re-plan"
@@ -114,7 +112,7 @@ func ambientPods(pods []*cluster.Pod, excluded func(workload string) bool) audit
 		switch {
 		case p.HostNetwork:
 			pr.State, pr.Reason = audit.PodNotInjectable, "hostNetwork pod: ambient never captures it"
-		case p.Labels[labelDataplaneMode] == "none":
+		case p.Labels[cluster.LabelDataplaneMode] == "none":
 			pr.State, pr.Reason = audit.PodNotInjectable, "opted out by istio.io/dataplane-mode=none"
 		case excluded(p.Owner.Name):
 			pr.State, pr.Reason = audit.PodNotInjectable, "kept on sidecars by --exclude-workload"

@@ -58,9 +58,7 @@ const failedFlags = `.*(UF|URX|UC|UH|UPE).*`
 // as in countOverWindow.
 func HealthQueries(ns string, window time.Duration) map[string]string {
 	w := model.Duration(window).String()
-	count := func(by, sel string) string {
-		return fmt.Sprintf("sum by (%s) ((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))", by, sel, w, sel, w, sel, w)
-	}
+	count := func(by, sel string) string { return sumOverWindow(by, sel, w) }
 	src := "source_workload_namespace, source_workload"
 	dst := fmt.Sprintf(`reporter="destination",destination_workload_namespace=%q`, ns)
 	srcSide := fmt.Sprintf(`reporter="source",destination_workload_namespace=%q`, ns)

@@ -33,9 +33,14 @@ const (
 // start count their increase, and series born inside it count their whole
 // value.
 func countOverWindow(metric, w string) string {
-	sel := metric + `{reporter=~"destination|waypoint"}`
-	return fmt.Sprintf("sum by (%s) ((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))",
-		groupBy, sel, w, sel, w, sel, w)
+	return sumOverWindow(groupBy, metric+`{reporter=~"destination|waypoint"}`, w)
+}
+
+// sumOverWindow is how much the counters sel selects grew over window w,
+// summed by the labels in by; series born inside the window count whole
+// (see countOverWindow). The gates' and the guard's queries all count so.
+func sumOverWindow(by, sel, w string) string {
+	return fmt.Sprintf("sum by (%s) ((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))", by, sel, w, sel, w, sel, w)
 }
 
 // Queries returns the PromQL that reads the graph over window: requests
@@ -239,7 +244,7 @@ func security(csp string) string {
 func ShadowQuery(ns string, window time.Duration) string {
 	w := model.Duration(window).String()
 	sel := fmt.Sprintf(`{__name__=~"envoy_.+",namespace=%q,authz_dry_run_action=~"allow|deny",authz_dry_run_result=~"allowed|denied"}`, ns)
-	return fmt.Sprintf("sum by (pod, tcp_prefix, authz_dry_run_result) ((increase(%s[%s]) and %s offset %s) or last_over_time(%s[%s]))", sel, w, sel, w, sel, w)
+	return sumOverWindow("pod, tcp_prefix, authz_dry_run_result", sel, w)
 }
 
 // ShadowCount is what one pod's dry-run policies decided over the window.
