@@ -7,8 +7,10 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 )
@@ -22,6 +24,83 @@ type AmbientComponents struct {
 	// Unreadable says why they could not be looked for (RBAC): the audit
 	// must not conclude they are missing.
 	Unreadable string `json:"unreadable,omitempty"`
+	// What a waypoint needs, read only for the namespaces that have an
+	// AuthorizationPolicy with L7 attributes not yet on a waypoint: the
+	// Gateway API version served for gateways ("" when its CRDs are not
+	// installed), the Gateways there ("namespace/name") and their Services.
+	GatewayAPI string    `json:"-"`
+	Gateways   []string  `json:"-"`
+	Services   []Service `json:"-"`
+}
+
+// Service is a Service reduced to what a policy on a waypoint needs: the
+// pods it selects.
+type Service struct {
+	Namespace string
+	Name      string
+	Selector  map[string]string
+}
+
+// GatewayGroup is the Gateway API's group; a waypoint is a Gateway of
+// class istio-waypoint.
+const GatewayGroup = "gateway.networking.k8s.io"
+
+// L7Unbound are ns's AuthorizationPolicies that only an L7 proxy can
+// enforce and that no waypoint has yet (bound by selector or namespace).
+func (s *Snapshot) L7Unbound(ns string) []AuthorizationPolicy {
+	var out []AuthorizationPolicy
+	for _, ap := range s.AuthorizationPolicies {
+		if ap.Namespace == ns && len(ap.L7) > 0 && len(ap.TargetRefs) == 0 {
+			out = append(out, ap)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// waypointInputs reads what a waypoint needs in the namespaces with
+// policies only a waypoint can enforce: nothing for the others, so an
+// ambient audit without L7 policies makes no extra request.
+func (r *Reader) waypointInputs(ctx context.Context, snap *Snapshot) error {
+	var nss []string
+	for _, ns := range snap.Namespaces {
+		if len(snap.L7Unbound(ns.Name)) > 0 {
+			nss = append(nss, ns.Name)
+		}
+	}
+	if len(nss) == 0 {
+		return nil
+	}
+	v, err := r.servedVersion(ctx, GatewayGroup, "gateways", "v1")
+	if err != nil {
+		return err
+	}
+	snap.Ambient.GatewayAPI = v
+	gateways := schema.GroupVersionResource{Group: GatewayGroup, Version: v, Resource: "gateways"}
+	for _, ns := range nss {
+		svcs, err := retried(ctx, func() (*corev1.ServiceList, error) {
+			return r.Kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		})
+		if err != nil {
+			return apiError("list", "services", ns, err)
+		}
+		for _, svc := range svcs.Items {
+			snap.Ambient.Services = append(snap.Ambient.Services, Service{Namespace: ns, Name: svc.Name, Selector: svc.Spec.Selector})
+		}
+		if v == "" {
+			continue
+		}
+		gws, err := retried(ctx, func() (*metav1.PartialObjectMetadataList, error) {
+			return r.Metadata.Resource(gateways).Namespace(ns).List(ctx, metav1.ListOptions{})
+		})
+		if err != nil {
+			return apiError("list", "gateways", ns, err)
+		}
+		for _, gw := range gws.Items {
+			snap.Ambient.Gateways = append(snap.Ambient.Gateways, ns+"/"+gw.Name)
+		}
+	}
+	return nil
 }
 
 // DaemonSetState is a DaemonSet's rollout as its status says.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -238,12 +239,16 @@ func authorizationPolicyFrom(m *metav1.ObjectMeta, s *securityv1beta1.Authorizat
 		DryRun:     strings.EqualFold(m.Annotations[DryRunAnnotation], "true"),
 		Ownership:  OwnershipOf(m.Labels, m.Annotations, m.ManagedFields),
 		L7:         l7Attributes(s),
+		Selector:   selectorLabels(s.GetSelector()),
 	}
 	for _, ref := range s.GetTargetRefs() {
 		ap.TargetRefs = append(ap.TargetRefs, ref.GetKind()+"/"+ref.GetName())
 	}
 	if ref := s.GetTargetRef(); ref != nil {
 		ap.TargetRefs = append(ap.TargetRefs, ref.GetKind()+"/"+ref.GetName())
+	}
+	if len(ap.L7) > 0 && len(ap.TargetRefs) == 0 {
+		ap.Spec = specJSON(s)
 	}
 	for _, rule := range s.GetRules() {
 		if rule == nil || (len(rule.GetFrom()) == 0 && len(rule.GetTo()) == 0 && len(rule.GetWhen()) == 0) {
@@ -292,3 +297,17 @@ func parseSelector(s string) (labels.Selector, error) {
 }
 
 func labelSet(m map[string]string) labels.Set { return labels.Set(m) }
+
+// specJSON is an AuthorizationPolicy's spec as the API server returns it
+// (the istio.io/api types marshal with protojson); nil if it cannot be.
+func specJSON(s *securityv1beta1.AuthorizationPolicy) map[string]any {
+	raw, err := s.MarshalJSON()
+	if err != nil {
+		return nil
+	}
+	var out map[string]any
+	if json.Unmarshal(raw, &out) != nil {
+		return nil
+	}
+	return out
+}

@@ -227,6 +227,11 @@ func (r *Reader) read(ctx context.Context, scope Scope) (*Snapshot, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if scope.Ambient || anyAmbient(nss) {
+		if err := r.waypointInputs(ctx, snap); err != nil {
+			return nil, err
+		}
+	}
 	for i := range snap.Pods {
 		snap.Pods[i].Owner = resolveOwner(snap.Pods[i], rawOwners[i], owners)
 	}

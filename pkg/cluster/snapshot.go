@@ -196,4 +196,9 @@ type AuthorizationPolicy struct {
 	// TargetRefs are "Kind/name" of what it targets (a waypoint's Gateway,
 	// a Service); empty for a selector or namespace-wide policy.
 	TargetRefs []string `json:"targetRefs,omitempty"`
+	// Selector is its workload selector's matchLabels (nil: none). Spec is
+	// its spec as JSON, kept only for a policy with L7 attributes and no
+	// targetRefs: what a plan copies onto a waypoint (docs/ambient.md).
+	Selector map[string]string `json:"-"`
+	Spec     map[string]any    `json:"-"`
 }

@@ -105,7 +105,8 @@ func (applyAction) undo(ctx context.Context, e *Executor, ns string, r Record) (
 
 func (applyAction) check(ns string, r Record) error {
 	u := r.Undo
-	if err := plan.CheckPolicyAPIVersion(u.APIVersion); err != nil {
+	kind, _ := splitTarget(r.Target)
+	if err := plan.CheckAPIVersion(kind, u.APIVersion); err != nil {
 		return err
 	}
 	if u.Existed && u.Prior == nil {

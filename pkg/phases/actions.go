@@ -49,6 +49,8 @@ func actionFor(name plan.Action) (action, error) {
 		return restartAction{}, nil
 	case plan.ActionApply:
 		return applyAction{}, nil
+	case plan.ActionDelete:
+		return deleteAction{}, nil
 	}
 	return nil, fmt.Errorf("unknown step action %q", name)
 }

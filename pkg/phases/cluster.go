@@ -61,6 +61,7 @@ var kinds = map[string]schema.GroupVersionResource{
 	"DaemonSet":           {Group: "apps", Version: "v1", Resource: "daemonsets"},
 	"PeerAuthentication":  {Group: "security.istio.io", Resource: "peerauthentications"},
 	"AuthorizationPolicy": {Group: "security.istio.io", Resource: "authorizationpolicies"},
+	"Gateway":             {Group: cluster.GatewayGroup, Resource: "gateways"},
 }
 
 // resourceFor returns the resource of kind at apiVersion (for the Istio

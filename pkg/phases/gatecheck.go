@@ -72,8 +72,33 @@ func (e *Executor) phaseGate(ctx context.Context, p *plan.Plan, pn *plan.Namespa
 			return GateResult{}, err
 		}
 		return g, nil
+	case plan.GateWaypointProgrammed:
+		return e.waypointGate(ctx, ns)
 	}
 	return GateResult{}, fmt.Errorf("the plan names gate %q, which this version does not know: use the version that made the plan", gate.Name)
+}
+
+// waypointGate polls the namespace's waypoint Gateway until istiod has
+// programmed it, or --timeout: the last verdict is the gate's.
+func (e *Executor) waypointGate(ctx context.Context, ns string) (GateResult, error) {
+	gvr, err := resourceFor(cluster.GatewayGroup+"/v1", "Gateway")
+	if err != nil {
+		return GateResult{}, err
+	}
+	var g GateResult
+	judged := false
+	err = poll(ctx, e.Clock, gatePoll, e.Options.Timeout, func(ctx context.Context) (bool, error) {
+		gw, err := e.Cluster.get(ctx, gvr, ns, plan.WaypointName)
+		if err != nil {
+			return false, fmt.Errorf("gate %s of %s: read Gateway %s: %w", plan.GateWaypointProgrammed, ns, plan.WaypointName, err)
+		}
+		g, judged = WaypointGate(gw, e.now()), true
+		return g.Result == GatePassed, nil
+	})
+	if wait.Interrupted(err) && judged {
+		return g, nil
+	}
+	return g, err
 }
 
 // effectCheck is the check apply makes after a phase the plan gives no

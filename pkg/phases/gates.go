@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -66,6 +68,42 @@ func AmbientGate(nr *audit.NamespaceReport, stayOut map[string]bool, now time.Ti
 	}
 	g.Result = GatePassed
 	g.Message = fmt.Sprintf("%d of %d pods captured by ztunnel; the others stay out as planned", captured, nr.Pods.Total)
+	return g
+}
+
+// WaypointGate passes when gw, the namespace's waypoint, is a Gateway of
+// class istio-waypoint whose Programmed condition is True for its current
+// generation: istiod has deployed it (istioctl waypoint apply --wait
+// waits for the same condition). gw is nil when there is none.
+func WaypointGate(gw *unstructured.Unstructured, now time.Time) GateResult {
+	g := GateResult{Name: plan.GateWaypointProgrammed, At: now, Result: GateFailed}
+	if gw == nil {
+		g.Message = "Gateway " + plan.WaypointName + " does not exist"
+		return g
+	}
+	class, _, _ := unstructured.NestedString(gw.Object, "spec", "gatewayClassName")
+	if class != plan.WaypointClass {
+		g.Message = fmt.Sprintf("Gateway %s is of class %q, not %s: it is not a waypoint", plan.WaypointName, class, plan.WaypointClass)
+		return g
+	}
+	conds, _, _ := unstructured.NestedSlice(gw.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] != "Programmed" {
+			continue
+		}
+		observed, _, _ := unstructured.NestedInt64(m, "observedGeneration")
+		switch {
+		case m["status"] == "True" && (observed == 0 || observed >= gw.GetGeneration()):
+			g.Result, g.Message = GatePassed, fmt.Sprintf("Gateway %s is Programmed (%v)", plan.WaypointName, m["reason"])
+		case m["status"] == "True":
+			g.Message = fmt.Sprintf("Gateway %s: Programmed is for generation %d, not its current %d: istiod has not caught up", plan.WaypointName, observed, gw.GetGeneration())
+		default:
+			g.Message = fmt.Sprintf("Gateway %s is not Programmed: %v: %v", plan.WaypointName, m["reason"], m["message"])
+		}
+		return g
+	}
+	g.Message = fmt.Sprintf("Gateway %s has no Programmed condition yet: istiod has not deployed it (is istiod running, with ambient enabled?)", plan.WaypointName)
 	return g
 }
 

@@ -79,6 +79,26 @@ func (e *Executor) stopIfReverted(ctx context.Context, p *plan.Plan, ns string, 
 // revertedSince says how the first object this plan applied in ns differs
 // from the plan's last write of it (its digest and UID), or "".
 func (e *Executor) revertedSince(ctx context.Context, p *plan.Plan, ns string) (string, error) {
+	for _, r := range e.cps[ns].Records {
+		// An L7 policy moved to the waypoint must stay deleted: ztunnel
+		// would enforce it (an owner's sync may have put it back).
+		if r.PlanID != p.ID || r.Action != plan.ActionDelete || r.State != StateDone || !r.Undo.Existed {
+			continue
+		}
+		kind, name, _ := strings.Cut(r.Target, "/")
+		gvr, err := resourceFor(r.Undo.APIVersion, kind)
+		if err != nil {
+			return "", err
+		}
+		cur, err := e.Cluster.get(ctx, gvr, ns, name)
+		if err != nil {
+			return "", fmt.Errorf("read %s to check it stays deleted: %w", r.Target, err)
+		}
+		if cur != nil {
+			return fmt.Sprintf("%s, which phase %s of this plan deleted (a copy is on the waypoint), exists again%s: ztunnel enforces it and denies what it allows; delete it where it comes from (its copy stays), and apply again",
+				objectName(ns, r.Target), r.Phase, lastWriter(cur)), nil
+		}
+	}
 	last := map[string]Record{}
 	var targets []string
 	for _, r := range e.cps[ns].Records {

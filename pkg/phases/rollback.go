@@ -95,7 +95,7 @@ func (e *Executor) Rollback(ctx context.Context, namespaces []string, to plan.Ph
 		for _, ns := range set {
 			to := pass
 			if to == plan.PhaseInject && e.cps[ns].dataplane() == plan.DataplaneAmbient {
-				to = plan.PhaseWaypoint // the end of its mesh phases
+				to = plan.PhaseEnroll // the end of its mesh phases (waypoint, enroll)
 			}
 			if err := e.rollbackOne(ctx, ns, to, out); err != nil {
 				return out, err

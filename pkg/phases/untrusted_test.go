@@ -131,7 +131,7 @@ func TestRollbackRefusesUnknownKind(t *testing.T) {
 	ex := newExecutor(c, obs, &out)
 	_, err := ex.Rollback(context.Background(), []string{"shop"}, "")
 	if err == nil || !strings.Contains(err.Error(), "record 7 (permissive apply Deployment/web) that this tool never writes") ||
-		!strings.Contains(err.Error(), "an apply step writes only a PeerAuthentication or AuthorizationPolicy") {
+		!strings.Contains(err.Error(), "an apply step writes only a PeerAuthentication, AuthorizationPolicy or Gateway") {
 		t.Fatalf("rollback over an apply of a Deployment: %v", err)
 	}
 	if w := writes(dyn)[before:]; len(w) != 0 {

@@ -48,7 +48,7 @@ func TestDecodeCheckpointRefusesWhatThisToolNeverWrites(t *testing.T) {
 		{"apply to another namespace", func(cp *Checkpoint) {
 			cp.Records = append(cp.Records, Record{Seq: 7, PlanID: "p1", Phase: plan.PhaseAuthz, Action: plan.ActionApply, Target: "Namespace/kube-system",
 				State: StateDone, Undo: Undo{APIVersion: "security.istio.io/v1", Existed: true, Prior: kubeSystem}})
-		}, []string{"record 7 (authz apply Namespace/kube-system)", "an apply step writes only a PeerAuthentication or AuthorizationPolicy"}},
+		}, []string{"record 7 (authz apply Namespace/kube-system)", "an apply step writes only a PeerAuthentication, AuthorizationPolicy or Gateway"}},
 		{"label another namespace", func(cp *Checkpoint) { cp.Records[0].Target = "Namespace/kube-system" },
 			[]string{"record 1 (inject label-namespace Namespace/kube-system)", "labels its own namespace only, Namespace/shop"}},
 		{"label with no label", func(cp *Checkpoint) { cp.Records[0].Undo.Labels, cp.Records[0].Undo.After = nil, nil },
@@ -65,7 +65,7 @@ func TestDecodeCheckpointRefusesWhatThisToolNeverWrites(t *testing.T) {
 		{"restart a bad name", func(cp *Checkpoint) { cp.Records[1].Target = "Deployment/web/../x" }, []string{"record 2", "not a valid name"}},
 		{"apply a Deployment", func(cp *Checkpoint) {
 			cp.Records[2].Target, cp.Records[2].Undo.APIVersion = "Deployment/web", "apps/v1"
-		}, []string{"record 3 (permissive apply Deployment/web)", "writes only a PeerAuthentication or AuthorizationPolicy"}},
+		}, []string{"record 3 (permissive apply Deployment/web)", "writes only a PeerAuthentication, AuthorizationPolicy or Gateway"}},
 		{"apply in another API group", func(cp *Checkpoint) { cp.Records[3].Undo.APIVersion = "apps/v1" },
 			[]string{"record 4", `apiVersion "apps/v1", want security.istio.io/VERSION`}},
 		{"a prior in another namespace", func(cp *Checkpoint) {

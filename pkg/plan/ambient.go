@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -29,6 +30,15 @@ func (b *builder) ambientLabels(nr *audit.NamespaceReport) labelPlan {
 	if cur[cluster.LabelDataplaneMode] != cluster.DataplaneModeAmbient {
 		lp.set = map[string]string{cluster.LabelDataplaneMode: cluster.DataplaneModeAmbient}
 		after[cluster.LabelDataplaneMode] = cluster.DataplaneModeAmbient
+	}
+	if m := b.waypointFor(nr.Name); m != nil && m.blocked == "" && cur[LabelUseWaypoint] != WaypointName {
+		// In the enroll write: the waypoint is used once the namespace is
+		// ambient, never by pods that still carry sidecars.
+		if lp.set == nil {
+			lp.set = map[string]string{}
+		}
+		lp.set[LabelUseWaypoint] = WaypointName
+		after[LabelUseWaypoint] = WaypointName
 	}
 	for _, k := range []string{labelInjection, labelRev} {
 		if _, ok := after[k]; ok {
@@ -70,7 +80,7 @@ func (b *builder) ambientRefusal(nr *audit.NamespaceReport) string {
 	if major, minor, ok := a.Ztunnel.IstioVersion("ztunnel"); ok && (major < 1 || major == 1 && minor < 24) {
 		return fmt.Sprintf("ztunnel is Istio %d.%d (%s), older than ambient's general availability in 1.24: upgrade Istio first", major, minor, a.Ztunnel.Image)
 	}
-	if l7 := b.l7Policies(nr.Name); len(l7) > 0 {
+	if l7 := b.l7Policies(nr.Name); len(l7) > 0 && (b.waypointFor(nr.Name) == nil || b.waypointFor(nr.Name).blocked != "") {
 		return "AuthorizationPolicy " + strings.Join(l7, ", ") + " uses L7 attributes and is bound by selector or namespace: once enrolled, ztunnel enforces it and denies what it should allow (AmbientL7PolicyOnZtunnel); see the waypoint phase"
 	}
 	for _, p := range b.pods[nr.Name] {
@@ -133,18 +143,30 @@ func ambientPods(pods []*cluster.Pod, excluded func(workload string) bool) audit
 
 // enrollPhases plans a namespace's enroll and waypoint phases.
 func (b *builder) enrollPhases(nr *audit.NamespaceReport, lp labelPlan) (Phase, Phase, []string) {
+	waypoint := Phase{Name: PhaseWaypoint, Status: StatusSkipped,
+		Reason: "no AuthorizationPolicy here uses L7 attributes: ztunnel enforces the L4 rules, no waypoint is needed"}
+	move := b.waypointFor(nr.Name)
+	switch {
+	case move == nil:
+	case move.blocked != "":
+		waypoint.Status = StatusBlocked
+		waypoint.Reason = fmt.Sprintf("AuthorizationPolicy %s needs a waypoint (L7), and cannot move to one: %s", strings.Join(b.l7Policies(nr.Name), ", "), move.blocked)
+	default:
+		waypoint.Steps = move.steps
+		waypoint.Gate = &Gate{Name: GateWaypointProgrammed, Description: "Gateway " + WaypointName + " is of class " + WaypointClass + " and Programmed (istiod deployed it)"}
+		waypoint.Status, waypoint.Reason = rollup(waypoint.Steps)
+	}
 	enroll, stayOut := b.meshPhase(nr, lp, meshWords{phase: PhaseEnroll,
 		done:       "already enrolled in ambient (istio.io/dataplane-mode=ambient)",
 		restart:    "carry a sidecar, which ambient never captures; the restart removes it",
 		nextRun:    "its next run is captured without a sidecar",
 		gate:       &Gate{Name: GateAmbientCaptured, Description: "every pod is captured by ztunnel (ambient.istio.io/redirection=enabled) and none carries a sidecar, but those that stay out"},
 		unexcluded: "keeps its sidecars (not captured)"})
-	waypoint := Phase{Name: PhaseWaypoint, Status: StatusSkipped,
-		Reason: "no AuthorizationPolicy here uses L7 attributes: ztunnel enforces the L4 rules, no waypoint is needed"}
-	if l7 := b.l7Policies(nr.Name); len(l7) > 0 {
-		waypoint.Status = StatusBlocked
-		waypoint.Reason = fmt.Sprintf("AuthorizationPolicy %s needs a waypoint (L7), and this version does not deploy waypoints: deploy one (istioctl waypoint apply -n %s --enroll-namespace), move the policies to targetRefs naming its Gateway, and re-plan",
-			strings.Join(l7, ", "), nr.Name)
+	if move != nil && move.blocked == "" && enroll.Status != StatusBlocked {
+		// The originals go first: once the namespace is labelled, the CNI
+		// captures its pods and ztunnel would enforce them.
+		enroll.Steps = append(slices.Clone(move.deletes), enroll.Steps...)
+		enroll.Status, enroll.Reason = rollup(enroll.Steps)
 	}
 	return enroll, waypoint, stayOut
 }

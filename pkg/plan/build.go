@@ -149,6 +149,7 @@ type builder struct {
 	meshedBy   map[string]map[string]bool // namespace -> workload -> meshed once the plan ran
 	accounts   map[string]map[string][]string
 	owners     map[string][]cluster.Owner // "ns/Kind/name" -> who else manages it (filled on first use)
+	waypoints  map[string]*waypointMove   // namespace -> its L7 policies' move (filled on first use)
 }
 
 // wl is a workload as the plan sees it: its owner kind and its pods.

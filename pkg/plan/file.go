@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/internal/nonnil"
+	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
 )
 
 // seal computes the plan's hash over its content (everything but ID, Hash
@@ -104,7 +105,7 @@ func Parse(raw []byte) (*Plan, error) {
 
 var (
 	validStatuses = map[Status]bool{StatusPending: true, StatusDone: true, StatusBlocked: true, StatusSkipped: true}
-	validActions  = map[Action]bool{ActionLabelNamespace: true, ActionRestartWorkload: true, ActionApply: true, ActionGate: true, ActionReport: true}
+	validActions  = map[Action]bool{ActionLabelNamespace: true, ActionRestartWorkload: true, ActionApply: true, ActionGate: true, ActionReport: true, ActionDelete: true}
 )
 
 // validate checks what apply relies on, so that a damaged file is an error
@@ -157,8 +158,8 @@ func (p *Plan) validate() error {
 				}
 				// Only a pending apply writes its object; a blocked one has
 				// none (there is nothing safe to write).
-				if st.Action == ActionApply && st.Status == StatusPending && st.Object == nil {
-					return fmt.Errorf("namespace %s phase %s step %d: pending apply without an object", ns.Name, ph.Name, k)
+				if (st.Action == ActionApply || st.Action == ActionDelete) && st.Status == StatusPending && st.Object == nil {
+					return fmt.Errorf("namespace %s phase %s step %d: pending %s without an object", ns.Name, ph.Name, k, st.Action)
 				}
 				if err := checkStep(ns.Name, st); err != nil {
 					return fmt.Errorf("namespace %s phase %s step %d: %w", ns.Name, ph.Name, k, err)
@@ -184,11 +185,23 @@ func (p *Plan) validate() error {
 // (pkg/phases), since a record is only ever written for a plan's step.
 var (
 	WorkloadKinds = []string{"Deployment", "StatefulSet", "DaemonSet"}
-	PolicyKinds   = []string{"PeerAuthentication", "AuthorizationPolicy"}
+	PolicyKinds   = []string{"PeerAuthentication", "AuthorizationPolicy", "Gateway"}
+	// DeleteKinds are what a delete step may delete: an L7 policy moved
+	// to a waypoint.
+	DeleteKinds = []string{"AuthorizationPolicy"}
 )
 
-// PolicyGroup is the API group of every object an apply step writes.
+// PolicyGroup is the API group of the policies an apply step writes.
 const PolicyGroup = "security.istio.io"
+
+// groupOf is the API group of a kind apply writes: Istio's policies, or the
+// Gateway API's Gateway that is a waypoint.
+func groupOf(kind string) string {
+	if kind == "Gateway" {
+		return cluster.GatewayGroup
+	}
+	return PolicyGroup
+}
 
 // CheckTarget reports whether a step (or undo record) of action may touch
 // target in namespace ns: its own namespace's labels, a workload of its own
@@ -209,6 +222,10 @@ func CheckTarget(action Action, ns, target string) error {
 	case ActionApply:
 		if !slices.Contains(PolicyKinds, kind) {
 			return fmt.Errorf("target %q: an apply step writes only a %s", target, either(PolicyKinds))
+		}
+	case ActionDelete:
+		if !slices.Contains(DeleteKinds, kind) {
+			return fmt.Errorf("target %q: a delete step deletes only an %s", target, either(DeleteKinds))
 		}
 	default:
 		return nil
@@ -234,7 +251,7 @@ func either(kinds []string) string {
 func CheckObject(ns, target string, obj map[string]any) error {
 	kind, name, _ := strings.Cut(target, "/")
 	apiVersion, _ := obj["apiVersion"].(string)
-	if err := CheckPolicyAPIVersion(apiVersion); err != nil {
+	if err := CheckAPIVersion(kind, apiVersion); err != nil {
 		return fmt.Errorf("object %w", err)
 	}
 	md, _ := obj["metadata"].(map[string]any)
@@ -252,11 +269,12 @@ func CheckObject(ns, target string, obj map[string]any) error {
 	return nil
 }
 
-// CheckPolicyAPIVersion reports whether apiVersion is a version of the
-// policies' API group.
-func CheckPolicyAPIVersion(apiVersion string) error {
-	if gv, err := schema.ParseGroupVersion(apiVersion); err != nil || gv.Group != PolicyGroup || gv.Version == "" {
-		return fmt.Errorf("apiVersion %q, want %s/VERSION", apiVersion, PolicyGroup)
+// CheckAPIVersion reports whether apiVersion is a version of kind's API
+// group.
+func CheckAPIVersion(kind, apiVersion string) error {
+	group := groupOf(kind)
+	if gv, err := schema.ParseGroupVersion(apiVersion); err != nil || gv.Group != group || gv.Version == "" {
+		return fmt.Errorf("apiVersion %q, want %s/VERSION", apiVersion, group)
 	}
 	return nil
 }
@@ -282,7 +300,7 @@ func checkStep(ns string, st Step) error {
 		return err
 	}
 	switch st.Action {
-	case ActionApply:
+	case ActionApply, ActionDelete:
 		if st.Object == nil {
 			return nil // a blocked step: nothing to write (a pending one needs its object, checked above)
 		}

@@ -132,7 +132,7 @@ func (b *builder) namespace(name string, wave int, lp labelPlan, callers []strin
 	ns.Uncovered = uncovered
 	ns.Phases = []Phase{inject, permissive, verify, strict, authz}
 	if waypoint != nil {
-		ns.Phases = []Phase{inject, *waypoint, permissive, verify, strict, authz}
+		ns.Phases = []Phase{*waypoint, inject, permissive, verify, strict, authz}
 	}
 	return ns
 }

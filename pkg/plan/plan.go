@@ -24,10 +24,12 @@ type PhaseName string
 // Phases, in the order they run (docs/apply.md).
 const (
 	PhaseInject PhaseName = "inject"
-	// PhaseEnroll and PhaseWaypoint replace inject for a namespace moving
-	// to the ambient data plane (docs/ambient.md).
-	PhaseEnroll     PhaseName = "enroll"
+	// PhaseWaypoint and PhaseEnroll replace inject for a namespace moving
+	// to the ambient data plane (docs/ambient.md): the waypoint comes
+	// first, as in Istio's migration guide, so that the L7 policies are on
+	// it before ztunnel could enforce them.
 	PhaseWaypoint   PhaseName = "waypoint"
+	PhaseEnroll     PhaseName = "enroll"
 	PhasePermissive PhaseName = "permissive"
 	PhaseVerify     PhaseName = "verify"
 	PhaseStrict     PhaseName = "strict"
@@ -38,11 +40,11 @@ const (
 var Phases = []PhaseName{PhaseInject, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
 
 // AmbientPhases lists the phases of a namespace moving to ambient.
-var AmbientPhases = []PhaseName{PhaseEnroll, PhaseWaypoint, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+var AmbientPhases = []PhaseName{PhaseWaypoint, PhaseEnroll, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
 
 // AllPhases is every phase name in the order phases run: what --phase,
 // --through and rollback --to accept.
-var AllPhases = []PhaseName{PhaseInject, PhaseEnroll, PhaseWaypoint, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
+var AllPhases = []PhaseName{PhaseInject, PhaseWaypoint, PhaseEnroll, PhasePermissive, PhaseVerify, PhaseStrict, PhaseAuthz}
 
 // The data planes a plan migrates to (--dataplane).
 const (
@@ -109,6 +111,10 @@ const (
 	ActionGate Action = "gate"
 	// ActionReport changes nothing: the user must act (Reason says how).
 	ActionReport Action = "report"
+	// ActionDelete deletes the object Target names, which must still be as
+	// Object shows it (an L7 policy moved to a waypoint); rollback
+	// re-creates it as it was.
+	ActionDelete Action = "delete"
 )
 
 // Labels and annotations the plan's objects carry.
@@ -137,6 +143,9 @@ const (
 	// ztunnel (ambient.istio.io/redirection=enabled) and none carries a
 	// sidecar.
 	GateAmbientCaptured GateName = "ambient-captured"
+	// GateWaypointProgrammed: the namespace's waypoint Gateway is of class
+	// istio-waypoint and its Programmed condition is True.
+	GateWaypointProgrammed GateName = "waypoint-programmed"
 )
 
 // Target and authz modes (--target, --authz).

@@ -100,6 +100,9 @@ func (p *Plan) Render() (map[string][]byte, error) {
 				case st.Action == ActionRestartWorkload:
 					kind, name, _ := strings.Cut(st.Target, "/")
 					f.header = append(f.header, fmt.Sprintf("then restart: kubectl rollout restart %s/%s -n %s", strings.ToLower(kind), name, ns.Name))
+				case st.Action == ActionDelete:
+					kind, name, _ := strings.Cut(st.Target, "/")
+					f.header = append(f.header, fmt.Sprintf("then delete: kubectl delete %s %s -n %s (%s)", strings.ToLower(kind), name, ns.Name, st.Reason))
 				case st.Action == ActionApply:
 					f.objects = append(f.objects, p.Manifest(st))
 					if st.Forced {

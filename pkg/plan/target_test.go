@@ -131,12 +131,12 @@ func TestParseRejectsTargetOutsideItsNamespace(t *testing.T) {
 			st := stepOf(t, m, "off", plan.PhasePermissive, plan.ActionApply)
 			st["target"] = "Namespace/kube-system"
 			st["object"] = map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "kube-system", "namespace": "off"}}
-		}, []string{`"Namespace/kube-system"`, "PeerAuthentication or AuthorizationPolicy"}},
+		}, []string{`"Namespace/kube-system"`, "PeerAuthentication, AuthorizationPolicy or Gateway"}},
 		{"apply a Deployment", func(m map[string]any) {
 			st := stepOf(t, m, "off", plan.PhasePermissive, plan.ActionApply)
 			st["target"] = "Deployment/legacy"
 			st["object"] = map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "legacy", "namespace": "off"}}
-		}, []string{`"Deployment/legacy"`, "PeerAuthentication or AuthorizationPolicy"}},
+		}, []string{`"Deployment/legacy"`, "PeerAuthentication, AuthorizationPolicy or Gateway"}},
 		{"restart a Namespace", func(m map[string]any) {
 			stepOf(t, m, "pay", plan.PhaseInject, plan.ActionRestartWorkload)["target"] = "Namespace/kube-system"
 		}, []string{`"Namespace/kube-system"`, "Deployment, StatefulSet or DaemonSet"}},
