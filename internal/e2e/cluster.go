@@ -134,38 +134,59 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // go.mod (kubernetes/customresourcedefinitions.gen.yaml) with server-side
 // apply, and waits until the API server serves them.
 func InstallIstioCRDs(ctx context.Context, cfg *rest.Config) error {
+	return installCRDs(ctx, cfg, "istio.io/api", []string{"kubernetes/customresourcedefinitions.gen.yaml"},
+		"security.istio.io/v1", "networking.istio.io/v1")
+}
+
+// InstallGatewayAPICRDs applies the Gateway API's standard CRDs from the
+// sigs.k8s.io/gateway-api module of go.mod (config/crd/standard), as
+// Istio's ambient guide has users install them, and waits until the API
+// server serves gateways.
+func InstallGatewayAPICRDs(ctx context.Context, cfg *rest.Config) error {
+	return installCRDs(ctx, cfg, "sigs.k8s.io/gateway-api", []string{
+		"config/crd/standard/gateway.networking.k8s.io_gatewayclasses.yaml",
+		"config/crd/standard/gateway.networking.k8s.io_gateways.yaml",
+		"config/crd/standard/gateway.networking.k8s.io_httproutes.yaml",
+	}, "gateway.networking.k8s.io/v1")
+}
+
+// installCRDs applies the CustomResourceDefinitions in files of module
+// (its version in go.mod) and waits until groupVersions are served.
+func installCRDs(ctx context.Context, cfg *rest.Config, module string, files []string, groupVersions ...string) error {
 	root, err := RepoRoot()
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "istio.io/api")
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", module)
 	cmd.Dir = root
 	dirOut, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("locate the istio.io/api module: %w", err)
-	}
-	raw, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dirOut)), "kubernetes", "customresourcedefinitions.gen.yaml"))
-	if err != nil {
-		return err
+		return fmt.Errorf("locate the %s module: %w", module, err)
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
+	for _, file := range files {
+		raw, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dirOut)), file))
+		if err != nil {
+			return err
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+		for {
+			obj := &unstructured.Unstructured{}
+			if err := dec.Decode(&obj.Object); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return fmt.Errorf("decode %s: %w", file, err)
 			}
-			return fmt.Errorf("decode Istio CRDs: %w", err)
-		}
-		if obj.GetKind() != "CustomResourceDefinition" {
-			continue
-		}
-		if _, err := dyn.Resource(crdGVR).Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "meshmigrate-e2e", Force: true}); err != nil {
-			return fmt.Errorf("apply CRD %s: %w", obj.GetName(), err)
+			if obj.GetKind() != "CustomResourceDefinition" {
+				continue
+			}
+			if _, err := dyn.Resource(crdGVR).Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "meshmigrate-e2e", Force: true}); err != nil {
+				return fmt.Errorf("apply CRD %s: %w", obj.GetName(), err)
+			}
 		}
 	}
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
@@ -173,7 +194,7 @@ func InstallIstioCRDs(ctx context.Context, cfg *rest.Config) error {
 		return err
 	}
 	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		for _, gv := range []string{"security.istio.io/v1", "networking.istio.io/v1"} {
+		for _, gv := range groupVersions {
 			if _, err := dc.ServerResourcesForGroupVersion(gv); err != nil {
 				return false, nil // not served yet
 			}
