@@ -15,12 +15,17 @@ import (
 // for a TCP denial counted by the denying pod), sorted, zero counts left
 // out.
 type Health struct {
-	// Plaintext are calls that arrived without mTLS (destination-side
-	// connection_security_policy="none", requests and TCP connections).
+	// Plaintext are calls that arrived without mTLS: destination-side
+	// requests and TCP connections whose connection_security_policy is not
+	// mutual_tls (a sidecar says none, ztunnel's inbound passthrough
+	// unknown; a connection ztunnel refuses under STRICT is counted opened
+	// before it is refused, istio/ztunnel src/proxy/inbound_passthrough.rs).
 	Plaintext []CallerCount `json:"plaintext"`
-	// Denied are calls the namespace's sidecars refused: destination-side
-	// response_code="403" for HTTP, and the enforced RBAC filters'
-	// authz_enforce_result="denied" (TCP and HTTP) by pod.
+	// Denied are calls the namespace's proxies refused: destination-side
+	// response_code="403" for HTTP, the sidecars' enforced RBAC filters'
+	// authz_enforce_result="denied" (TCP and HTTP) by pod, and the mTLS
+	// connections ztunnel failed by policy (istio_tcp_connections_failed_total,
+	// response_flags="DENY", Istio 1.29 on).
 	Denied []CallerCount `json:"denied"`
 	// Requests and Errors are the callers' own view (reporter="source"):
 	// every request to the namespace, and those that failed (5xx, or no
@@ -70,9 +75,11 @@ func HealthQueries(ns string, window time.Duration) map[string]string {
 		"requests":       count(src, `istio_requests_total{`+srcSide+`}`),
 		"errors":         count(src, `istio_requests_total{`+srcSide+`,response_code=~"5..|0"}`),
 		"errors-flagged": count(src, `istio_requests_total{`+srcSide+`,response_code!~"5..|0",response_flags=~"`+failedFlags+`"}`), // disjoint from "errors": they add up
+		// Plaintext ones are counted as plaintext (opened) already.
+		"denied-ztunnel": count(src, `istio_tcp_connections_failed_total{`+dst+`,response_flags="DENY",connection_security_policy="mutual_tls"}`),
 	}
 	for _, m := range []string{"istio_requests_total", "istio_tcp_connections_opened_total"} {
-		out["plaintext "+m] = count(src, m+`{`+dst+`,connection_security_policy="none"}`)
+		out["plaintext "+m] = count(src, m+`{`+dst+`,connection_security_policy!="mutual_tls"}`)
 		out["inbound "+m] = count("reporter", m+`{`+dst+`}`)
 	}
 	return out
@@ -103,7 +110,7 @@ func (p *Prometheus) Health(ctx context.Context, ns string, window time.Duration
 		what string
 		into *[]CallerCount
 	}{{"plaintext istio_requests_total", &h.Plaintext}, {"plaintext istio_tcp_connections_opened_total", &h.Plaintext},
-		{"denied", &h.Denied}, {"denied-by-pod", &h.Denied}, {"requests", &h.Requests}, {"errors", &h.Errors}, {"errors-flagged", &h.Errors}} {
+		{"denied", &h.Denied}, {"denied-by-pod", &h.Denied}, {"denied-ztunnel", &h.Denied}, {"requests", &h.Requests}, {"errors", &h.Errors}, {"errors-flagged", &h.Errors}} {
 		cs, err := read(sig.what)
 		if err != nil {
 			return Health{}, err

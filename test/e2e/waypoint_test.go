@@ -51,12 +51,14 @@ spec:
 // is refused before any change; with it the waypoint phase deploys the
 // Gateway and a targetRefs copy of the policy, enroll deletes the original
 // before the namespace is labelled, and rollback re-creates it exactly,
-// managers included. istiod's gateway controller and istio-cni are
+// managers included. A plaintext caller that ztunnel reports (as
+// "unknown") after front's STRICT makes the guard undo it. istiod's gateway controller and istio-cni are
 // stand-ins (e2e.StartWaypoints, e2e.StartCNI); the Gateway API CRDs are
 // the real ones from the sigs.k8s.io/gateway-api module.
 func TestAmbientWaypoint(t *testing.T) {
 	var (
 		est    *e2e.Estate
+		exp    *e2e.Exporter
 		prom   *e2e.Prometheus
 		before map[string]any
 		prior  *unstructured.Unstructured
@@ -112,7 +114,7 @@ func TestAmbientWaypoint(t *testing.T) {
 			t.Cleanup(stop)
 			e2e.StartCNI(stands, kube, 500*time.Millisecond, est.Front, est.Back)
 			e2e.StartWaypoints(stands, dynamic.NewForConfigOrDie(c.Client().RESTConfig()), 500*time.Millisecond, est.Back)
-			_, prom = telemetry(ctx, t, c, append(est.Series(),
+			exp, prom = telemetry(ctx, t, c, append(est.Series(),
 				e2e.Edge("istio_tcp_connections_opened_total", est.Front+"/web", est.Back+"/api", "mutual_tls", 2),
 				e2e.Edge("istio_tcp_connections_opened_total", est.Back+"/api", est.Front+"/web", "mutual_tls", 1))...)
 			prior = policy(ctx, t, c, "get-only")
@@ -140,7 +142,7 @@ func TestAmbientWaypoint(t *testing.T) {
 			}
 			return ctx
 		}).
-		Assess("with it, the policy moves to the waypoint and back reaches STRICT in ambient", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+		Assess("with it, the policy moves to the waypoint and back reaches STRICT in ambient; front's guard undoes STRICT for a plaintext caller ztunnel reports", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
 			if err := e2e.InstallGatewayAPICRDs(ctx, c.Client().RESTConfig()); err != nil {
 				t.Fatal(err)
 			}
@@ -149,15 +151,24 @@ func TestAmbientWaypoint(t *testing.T) {
 			if wp, _ := back.Phase(plan.PhaseWaypoint); wp.Status != plan.StatusPending || len(wp.Steps) != 2 {
 				t.Fatalf("back's waypoint phase %+v", wp)
 			}
-			out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--yes", "--through", "strict", "--prometheus-url", prom.URL, "--verify-window", "30s", "--bake", "5s")
-			if code != 0 {
-				t.Fatalf("apply: exit %d\n%s\n%s", code, out, stderr)
+			b := startMeshmigrate(t, c, "apply", "-f", file, "--yes", "--through", "strict", "--prometheus-url", prom.URL, "--verify-window", "30s", "--bake", "15s")
+			b.waitFor(t, est.Front+": strict: guard: watching for 15s", 3*time.Minute)
+			// A client without a sidecar calls front/web: ztunnel's inbound
+			// passthrough reports it as connection_security_policy
+			// "unknown", not the sidecars' "none".
+			exp.Report(e2e.Edge("istio_tcp_connections_opened_total", "", est.Front+"/web", "unknown", 2))
+			code := b.exit(t, 2*time.Minute)
+			out := b.output()
+			if code != 2 {
+				t.Fatalf("apply: exit %d, want 2 (front's guard undid STRICT)\n%s", code, out)
 			}
 			for _, want := range []string{
 				est.Back + ": waypoint: applied Gateway/waypoint",
 				est.Back + ": waypoint: gate waypoint-programmed passed",
 				est.Back + ": enroll: deleted AuthorizationPolicy/get-only (recorded for rollback)",
 				est.Back + ": strict: guard passed",
+				est.Front + ": strict: GUARD FAILED: ",
+				"plaintext calls arrived (refused under STRICT) from unknown",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("apply does not say %q:\n%s", want, out)
@@ -190,6 +201,9 @@ func TestAmbientWaypoint(t *testing.T) {
 			}
 			if m := mode(t, c, est.Back); m != "STRICT" {
 				t.Errorf("back is %s, want STRICT", m)
+			}
+			if m := mode(t, c, est.Front); m == "STRICT" {
+				t.Errorf("front is still STRICT after its guard saw plaintext through ztunnel")
 			}
 			// The audit no longer finds an L7 policy ztunnel would enforce.
 			if out, _, _ := meshmigrate(t, c, "audit", "-n", est.Back, "--no-traffic", "-o", "json"); strings.Contains(out, "AmbientL7PolicyOnZtunnel") {
