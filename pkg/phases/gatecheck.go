@@ -212,6 +212,102 @@ func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns string, phas
 	return &g, nil
 }
 
+// callersGate evaluates an ambient namespace's callers-allowed gate: the
+// ALLOW policies after it judged, as ztunnel would, against every caller
+// seen since STRICT was in force (principals are only trustworthy then),
+// since ztunnel has no dry-run decisions to read (docs/ambient.md).
+func (e *Executor) callersGate(ctx context.Context, p *plan.Plan, ns string, phase plan.PhaseName, idx int) (*GateResult, error) {
+	if e.dry() {
+		e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: gate %s would be checked here", phase, plan.GateCallersAllowed)})
+		return nil, nil
+	}
+	pn, _ := p.Namespace(ns)
+	ph, _ := pn.Phase(phase)
+	since := e.verifySince(p, pn)
+	for _, r := range e.cps[ns].Phases {
+		if r.Name == plan.PhaseStrict && r.FinishedAt != nil && r.FinishedAt.After(since) {
+			since = *r.FinishedAt
+		}
+	}
+	var g GateResult
+	if short, err := e.shortWindow(ctx, p, ns, plan.GateCallersAllowed, since); err != nil {
+		return nil, err
+	} else if short {
+		g = ShortWindowGate(plan.GateCallersAllowed, e.now().Sub(since), p.VerifyFloor(), since, "when STRICT was in force", e.now())
+		return &g, nil
+	}
+	snap, r, err := e.Observer.Audit(ctx, []string{ns}, since)
+	if err != nil {
+		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateCallersAllowed, ns, err)
+	}
+	nr := namespaceOf(r, ns)
+	g = CallersGate(ns, nr.Traffic.Edges, plannedAllows(snap, ns, p, ph.Steps[idx+1:]), e.now())
+	if nr.Traffic.Window != "" {
+		g.Message += "; window: " + nr.Traffic.Window
+	}
+	if g.Result == GatePassed {
+		e.gateEvent(ns, phase, g, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+		rec := e.cps[ns].Phase(phase)
+		rec.Gate = &g
+	}
+	return &g, nil
+}
+
+// plannedAllows reads the ALLOW policies among steps as ztunnel would
+// apply them to the namespace's workloads (by the pods their selectors
+// choose), whatever the steps' status (--authz dry-run skips them).
+func plannedAllows(snap *cluster.Snapshot, ns string, p *plan.Plan, steps []plan.Step) PlannedAllows {
+	out := PlannedAllows{Rules: map[string][]AllowRule{}}
+	for _, st := range steps {
+		if st.Action != plan.ActionApply || !strings.HasPrefix(st.Target, "AuthorizationPolicy/") || st.Object == nil {
+			continue
+		}
+		obj := p.Manifest(st)
+		if action, _, _ := unstructured.NestedString(obj, "spec", "action"); action != "" && action != "ALLOW" {
+			continue
+		}
+		sel, _, _ := unstructured.NestedStringMap(obj, "spec", "selector", "matchLabels")
+		rules, _, _ := unstructured.NestedSlice(obj, "spec", "rules")
+		if len(sel) == 0 {
+			out.DenyUnmatched = out.DenyUnmatched || len(rules) == 0 // allow-nothing
+			continue
+		}
+		var parsed []AllowRule
+		for _, raw := range rules {
+			parsed = append(parsed, allowRuleOf(raw))
+		}
+		for _, pod := range snap.Pods {
+			if pod.Namespace == ns && matches(pod.Labels, sel) {
+				out.Rules[pod.Owner.Name] = append(out.Rules[pod.Owner.Name], parsed...)
+			}
+		}
+	}
+	for w, rs := range out.Rules {
+		out.Rules[w] = slices.CompactFunc(rs, func(a, b AllowRule) bool { return slices.Equal(a.Principals, b.Principals) && slices.Equal(a.Ports, b.Ports) })
+	}
+	return out
+}
+
+// allowRuleOf reads the sources and ports of one rule of an ALLOW policy
+// the plan made (principals in from, ports in to).
+func allowRuleOf(raw any) AllowRule {
+	rule, _ := raw.(map[string]any)
+	var r AllowRule
+	from, _, _ := unstructured.NestedSlice(rule, "from")
+	for _, f := range from {
+		fm, _ := f.(map[string]any)
+		ps, _, _ := unstructured.NestedStringSlice(fm, "source", "principals")
+		r.Principals = append(r.Principals, ps...)
+	}
+	to, _, _ := unstructured.NestedSlice(rule, "to")
+	for _, t := range to {
+		tm, _ := t.(map[string]any)
+		ps, _, _ := unstructured.NestedStringSlice(tm, "operation", "ports")
+		r.Ports = append(r.Ports, ps...)
+	}
+	return r
+}
+
 // shadowTallies sums the dry-run decisions by workload (a pod gone since is
 // its own entry), and lists the workloads the ALLOW policies among steps
 // select: those the gate must see judged.

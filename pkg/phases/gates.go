@@ -224,6 +224,86 @@ func onlyTrafficBlockers(nr *audit.NamespaceReport) bool {
 	return nr.Pods.NotMeshed == 0 && len(nr.DestinationRules) == 0 && nr.MTLS.Mode == cluster.ModePermissive
 }
 
+// AllowRule is one rule of a planned ALLOW policy: the principals it
+// admits (none: any caller) on its ports (none: any port).
+type AllowRule struct {
+	Principals []string
+	Ports      []string
+}
+
+// PlannedAllows are the planned ALLOW policies by the workload (its name)
+// they select; DenyUnmatched is true when an allow-nothing policy is
+// planned too, so a call no ALLOW policy admits is denied.
+type PlannedAllows struct {
+	Rules         map[string][]AllowRule
+	DenyUnmatched bool
+}
+
+// admits tells whether rules admit a call from principal on port (0: not
+// known, which only a rule for any port admits).
+func admits(rules []AllowRule, principal string, port int) bool {
+	for _, r := range rules {
+		if len(r.Principals) > 0 && !slices.Contains(r.Principals, principal) {
+			continue
+		}
+		if len(r.Ports) == 0 || port != 0 && slices.Contains(r.Ports, fmt.Sprint(port)) {
+			return true
+		}
+	}
+	return false
+}
+
+// CallersGate judges an ambient namespace's planned ALLOW policies against
+// the calls seen into it (edges), as ztunnel will once they are enforced:
+// any call they would deny fails it, naming the caller; a plaintext call
+// does too (it has no principal to allow). No call at all, or a workload a
+// policy covers that nobody called in the window, is inconclusive: nothing
+// is known then of who else calls it.
+func CallersGate(ns string, edges []traffic.Edge, allows PlannedAllows, now time.Time) GateResult {
+	g := GateResult{Name: plan.GateCallersAllowed, At: now}
+	called := map[string]bool{}
+	callers := map[string]bool{}
+	for _, e := range edges {
+		if e.Destination.Namespace != ns || (e.Count <= 0 && e.Bytes <= 0) {
+			continue
+		}
+		w := e.Destination.Workload
+		called[w] = true
+		caller := e.Source.Namespace + "/" + e.Source.Workload
+		callers[caller] = true
+		rules, covered := allows.Rules[w]
+		switch {
+		case e.Security != traffic.MutualTLS:
+			g.Culprits = append(g.Culprits, fmt.Sprintf("%s -> %s: arrives without mTLS, with no principal a policy could allow", caller, w))
+		case !covered && allows.DenyUnmatched:
+			g.Culprits = append(g.Culprits, fmt.Sprintf("%s -> %s: no planned ALLOW policy covers %s, and allow-nothing would deny the call", caller, w, w))
+		case covered && !admits(rules, e.Source.Principal, e.Port):
+			g.Culprits = append(g.Culprits, fmt.Sprintf("%s (%s) -> %s: the planned ALLOW policy of %s does not admit it", caller, e.Source.Principal, w, w))
+		}
+	}
+	sort.Strings(g.Culprits)
+	g.Culprits = slices.Compact(g.Culprits)
+	if len(g.Culprits) > 0 {
+		g.Result = GateFailed
+		g.Message = fmt.Sprintf("%d calls seen since STRICT would be denied once the policies are enforced", len(g.Culprits))
+		return g
+	}
+	var unseen []string
+	for _, w := range slices.Sorted(maps.Keys(allows.Rules)) {
+		if !called[w] {
+			unseen = append(unseen, "workload "+ns+"/"+w+": a planned ALLOW policy covers it, and nobody called it in the window")
+		}
+	}
+	if len(called) == 0 || len(unseen) > 0 {
+		g.Result, g.Culprits = GateUnsettled, unseen
+		g.Message = "not every workload a policy covers was called since STRICT: zero calls are not a pass; re-run once they have served traffic"
+		return g
+	}
+	g.Result = GatePassed
+	g.Message = fmt.Sprintf("%d callers of %d workloads, each admitted by the planned ALLOW policies", len(callers), len(called))
+	return g
+}
+
 // ShadowTally is what the dry-run policies decided for one workload's pods
 // over the window (HTTP requests and TCP connections).
 type ShadowTally struct {

@@ -181,6 +181,9 @@ func (e *Executor) guard(ctx context.Context, p *plan.Plan, ns string, phase pla
 		what := "STRICT (PeerAuthentication back to what it was before)"
 		if phase == plan.PhaseAuthz {
 			what = "enforcement (the policies back to dry-run)"
+			if e.cps[ns].dataplane() == plan.DataplaneAmbient {
+				what = "enforcement (the policies removed: ztunnel has no dry-run)"
+			}
 		}
 		e.guardEvent(ns, phase, g, "%s: GUARD FAILED: %s; undoing %s", phase, g.Message, what)
 		if err := e.guardUndo(ctx, ns, phase, from, out); err != nil {

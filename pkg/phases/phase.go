@@ -120,7 +120,11 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out
 			}
 		case TaskGate:
 			if t.Step >= 0 {
-				g, err := e.shadowGate(ctx, p, ns, phase, t.Step)
+				gateAt := e.shadowGate
+				if t.Gate == plan.GateCallersAllowed {
+					gateAt = e.callersGate
+				}
+				g, err := gateAt(ctx, p, ns, phase, t.Step)
 				if err != nil {
 					return err
 				}

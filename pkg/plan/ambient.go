@@ -181,3 +181,76 @@ func (b *builder) ambientNamespaces() map[string]bool {
 	}
 	return out
 }
+
+// ztunnel gives no dry-run decisions to gate on: it ignores dry-run
+// policies (istio/istio#55414), or with istiod's
+// AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY only logs their matches
+// (istio/ztunnel#1659, 1.29), and a ztunnel older than 1.29 enforces a
+// dry-run policy it is sent (istio/istio#58657). So an ambient namespace's
+// authz phase applies nothing in dry-run: its gate, callers-allowed, judges
+// the planned ALLOW policies against every caller ztunnel saw since STRICT,
+// as the policies would (docs/ambient.md), and enforce then applies them,
+// watched by the guard on ztunnel's denial counter.
+
+// minAuthzZtunnel is the first ztunnel that counts the connections it
+// denies by policy (istio_tcp_connections_failed_total with
+// response_flags="DENY", istio/ztunnel#1695): the guard's denial signal.
+var minAuthzZtunnel = [2]int{1, 29}
+
+// ambientAuthzRefusal says why an ambient namespace's authorization cannot
+// be planned, or "".
+func (b *builder) ambientAuthzRefusal(ns string) string {
+	if m := b.waypointFor(ns); m != nil {
+		return "ambient with a waypoint: ztunnel sees the waypoint's identity for the calls through it, so ALLOW policies by the callers' principals would deny them; this version plans authorization only for ambient namespaces without a waypoint; re-plan with --authz off"
+	}
+	if z := b.in.Snapshot.Ambient.Ztunnel; z != nil {
+		major, minor, ok := z.IstioVersion("ztunnel")
+		if !ok || major < minAuthzZtunnel[0] || major == minAuthzZtunnel[0] && minor < minAuthzZtunnel[1] {
+			version := "an unknown version (image " + z.Image + ")"
+			if ok {
+				version = fmt.Sprintf("Istio %d.%d", major, minor)
+			}
+			return fmt.Sprintf("ambient: ztunnel is %s, and the guard needs ztunnel 1.%d or newer, which counts the connections it denies (istio_tcp_connections_failed_total, response_flags DENY): without it an enforced policy that denies a caller would go unseen; upgrade Istio, or re-plan with --authz off", version, minAuthzZtunnel[1])
+		}
+	}
+	for key := range b.exceptions {
+		if strings.HasPrefix(key, ns+"/") {
+			return "ambient: --port-exception lets plaintext callers in by port, and this version does not plan that for ztunnel; re-plan without it, or with --authz off"
+		}
+	}
+	return ""
+}
+
+// ambientAuthzSteps are an ambient namespace's authz steps: the
+// callers-allowed gate, then (--authz enforce) the ALLOW policies and the
+// allow-nothing policy, enforced; none is ever applied in dry-run.
+func (b *builder) ambientAuthzSteps(allows []Step, nothing Step, unacked []string) []Step {
+	gate := Step{Action: ActionGate, Target: string(GateCallersAllowed), Status: StatusPending,
+		Reason: "every caller ztunnel saw arriving over mTLS since STRICT is allowed, by its principal and port, by the planned ALLOW policy of the workload it called (ztunnel has no dry-run decisions to read)"}
+	if nothing.Status == StatusBlocked {
+		gate.Status, gate.Reason = StatusBlocked, nothing.Reason
+	}
+	steps := []Step{gate}
+	for _, st := range allows {
+		steps = append(steps, withStepDryRun(st, false))
+	}
+	enforceNothing := withStepDryRun(nothing, false)
+	if enforceNothing.Status != StatusBlocked && len(unacked) > 0 {
+		enforceNothing.Status = StatusBlocked
+		enforceNothing.Reason = fmt.Sprintf("%s no observed caller and would be denied everything: %s; acknowledge with --allow-no-callers NS/WORKLOAD (or NS/*) if that is intended",
+			plural(len(unacked), "workload has", "workloads have"), strings.Join(unacked, ", "))
+	}
+	steps = append(steps, enforceNothing)
+	if b.opts.Authz == AuthzEnforce {
+		return steps
+	}
+	// --authz dry-run: the gate judges the policies, none is applied (the
+	// objects stay in the plan for the gate and for review).
+	for i := 1; i < len(steps); i++ {
+		if steps[i].Status == StatusPending {
+			steps[i].Status = StatusSkipped
+			steps[i].Reason = "--authz dry-run, and ztunnel cannot run a policy in dry-run: the callers-allowed gate judges it; --authz enforce applies it (" + strings.TrimPrefix(steps[i].Reason, "enforce: ") + ")"
+		}
+	}
+	return steps
+}

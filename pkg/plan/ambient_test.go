@@ -61,8 +61,9 @@ func TestPlanAmbientEnrollsPlaintextAndSidecarNamespaces(t *testing.T) {
 	if st := phaseOf(t, p, "plain", plan.PhaseStrict); st.Status != plan.StatusPending {
 		t.Errorf("plain strict %s %q: enrolled pods count as meshed", st.Status, st.Reason)
 	}
-	// No dry-run decisions from ztunnel: authz is never applied unwatched.
-	if az := phaseOf(t, p, "plain", plan.PhaseAuthz); az.Status != plan.StatusBlocked || len(az.Steps) != 0 || !strings.Contains(az.Reason, "ztunnel reports no dry-run authorization decisions") {
+	// A ztunnel whose version says nothing of its denial counter: authz
+	// is never applied unwatched.
+	if az := phaseOf(t, p, "plain", plan.PhaseAuthz); az.Status != plan.StatusBlocked || len(az.Steps) != 0 || !strings.Contains(az.Reason, "the guard needs ztunnel 1.29 or newer") {
 		t.Errorf("plain authz %s %q %d steps, want blocked with no step", az.Status, az.Reason, len(az.Steps))
 	}
 	if p := build(t, s, g, plan.Options{Dataplane: plan.DataplaneAmbient, Authz: plan.AuthzOff}); phaseOf(t, p, "plain", plan.PhaseAuthz).Status != plan.StatusSkipped {
@@ -120,5 +121,62 @@ func TestPlanAmbientRefusesPreGAZtunnel(t *testing.T) {
 		if got := e.Status == plan.StatusBlocked && strings.Contains(e.Reason, "older than ambient's general availability in 1.24"); got != blocked {
 			t.Errorf("%s: enroll %s %q, want blocked %v", image, e.Status, e.Reason, blocked)
 		}
+	}
+}
+
+// Authorization in ambient: no step is ever applied in dry-run (ztunnel
+// cannot run one); the callers-allowed gate judges the planned policies,
+// and enforce applies them after it, the allows before allow-nothing. It
+// is refused where the guard could not see a denial (ztunnel before
+// 1.29) and where ztunnel would see a waypoint's identity.
+func TestPlanAmbientAuthz(t *testing.T) {
+	estateWith := func(image string) *cluster.Snapshot {
+		s := withAgents(estate())
+		s.Ambient.Ztunnel.Image = image
+		s.Namespaces = []cluster.Namespace{ns("front"), ns("back")}
+		s.Pods = pods(deploy("front", "web", 1), deploy("back", "api", 1))
+		return s
+	}
+	g := graphOf(mtls("front/web", "back/api", 8080))
+	p := build(t, estateWith("docker.io/istio/ztunnel:1.29.1"), g, plan.Options{Dataplane: plan.DataplaneAmbient, Authz: plan.AuthzEnforce})
+	az := phaseOf(t, p, "back", plan.PhaseAuthz)
+	if az.Status != plan.StatusPending || len(az.Steps) != 3 {
+		t.Fatalf("back authz %s %q:%s\nwant the gate, the ALLOW policy, allow-nothing", az.Status, az.Reason, describeSteps(az.Steps))
+	}
+	if az.Steps[0].Action != plan.ActionGate || az.Steps[0].Target != string(plan.GateCallersAllowed) {
+		t.Errorf("first step %+v, want the callers-allowed gate", az.Steps[0])
+	}
+	if az.Steps[2].Target != "AuthorizationPolicy/meshmigrate-allow-nothing" {
+		t.Errorf("last step %s, want allow-nothing after the allows", az.Steps[2].Target)
+	}
+	for _, st := range az.Steps[1:] {
+		if get(st.Object, "metadata", "annotations") != nil {
+			t.Errorf("%s carries annotations %v: nothing is applied in dry-run in ambient", st.Target, get(st.Object, "metadata", "annotations"))
+		}
+	}
+	if principals := get(az.Steps[1].Object, "spec", "rules").([]any)[0].(map[string]any)["from"]; principals == nil {
+		t.Errorf("the ALLOW policy has no source: %v", az.Steps[1].Object)
+	}
+
+	// --authz dry-run: only the gate runs; the policies are in the plan,
+	// skipped.
+	dry := phaseOf(t, build(t, estateWith("docker.io/istio/ztunnel:1.29.1"), g, plan.Options{Dataplane: plan.DataplaneAmbient, Authz: plan.AuthzDryRun}), "back", plan.PhaseAuthz)
+	if dry.Steps[0].Status != plan.StatusPending || dry.Steps[1].Status != plan.StatusSkipped || dry.Steps[2].Status != plan.StatusSkipped || !strings.Contains(dry.Steps[1].Reason, "ztunnel cannot run a policy in dry-run") {
+		t.Errorf("dry-run authz:%s", describeSteps(dry.Steps))
+	}
+
+	for image, says := range map[string]string{
+		"docker.io/istio/ztunnel:1.28.2": "ztunnel is Istio 1.28, and the guard needs ztunnel 1.29 or newer",
+		"example.com/ztunnel:latest":     "ztunnel is an unknown version (image example.com/ztunnel:latest)",
+	} {
+		az := phaseOf(t, build(t, estateWith(image), g, plan.Options{Dataplane: plan.DataplaneAmbient, Authz: plan.AuthzEnforce}), "back", plan.PhaseAuthz)
+		if az.Status != plan.StatusBlocked || !strings.Contains(az.Reason, says) || len(az.Steps) != 0 {
+			t.Errorf("%s: authz %s %q, want blocked saying %q", image, az.Status, az.Reason, says)
+		}
+	}
+	s := waypointEstate()
+	s.Ambient.Ztunnel.Image = "docker.io/istio/ztunnel:1.29.1"
+	if az := phaseOf(t, build(t, s, nil, plan.Options{Dataplane: plan.DataplaneAmbient, Authz: plan.AuthzEnforce}), "shop", plan.PhaseAuthz); az.Status != plan.StatusBlocked || !strings.Contains(az.Reason, "ambient with a waypoint") {
+		t.Errorf("with a waypoint: authz %s %q", az.Status, az.Reason)
 	}
 }

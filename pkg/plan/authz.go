@@ -93,13 +93,8 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 	case strict.Status == StatusBlocked:
 		ph.Status, ph.Reason = StatusBlocked, "needs STRICT first: policies by principal admit plaintext callers otherwise (ISTIO-SECURITY-2021-004)"
 		return ph, nil
-	case b.ambient[nr.Name]:
-		// The dry-run step is the safety of this phase, and ztunnel gives
-		// no dry-run decisions to gate on: it ignores dry-run policies
-		// (istio/istio#55414) or only logs them (istio/ztunnel#1659), and
-		// a ztunnel older than its control plane may enforce one
-		// (istio/istio#58657), so even the dry-run step could deny.
-		ph.Status, ph.Reason = StatusBlocked, "ambient: ztunnel reports no dry-run authorization decisions to gate on, and some ztunnel versions enforce a dry-run policy; write the L4 ALLOW policies yourself, or re-plan with --authz off"
+	case b.ambient[nr.Name] && b.ambientAuthzRefusal(nr.Name) != "":
+		ph.Status, ph.Reason = StatusBlocked, b.ambientAuthzRefusal(nr.Name)
 		return ph, nil
 	case b.in.Graph == nil:
 		ph.Status, ph.Reason = StatusBlocked, "ALLOW policies come from observed mTLS callers, and telemetry was not read ("+nr.Traffic.Reason+"): re-plan with traffic"
@@ -193,6 +188,11 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 		if !b.noCallers[u] && !b.noCallers[ns+"/*"] {
 			unacked = append(unacked, u)
 		}
+	}
+	if b.ambient[nr.Name] {
+		ph.Steps = b.ambientAuthzSteps(allows, nothing, unacked)
+		ph.Status, ph.Reason = rollup(ph.Steps)
+		return ph, uncovered
 	}
 	ph.Steps = append(dry(allows, true), withStepDryRun(nothing, true))
 	if b.opts.Authz == AuthzEnforce {

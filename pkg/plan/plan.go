@@ -146,6 +146,10 @@ const (
 	// GateWaypointProgrammed: the namespace's waypoint Gateway is of class
 	// istio-waypoint and its Programmed condition is True.
 	GateWaypointProgrammed GateName = "waypoint-programmed"
+	// GateCallersAllowed: in an ambient namespace's authz phase, every
+	// caller seen over mTLS since STRICT is allowed by the planned ALLOW
+	// policy of the workload it calls (docs/ambient.md).
+	GateCallersAllowed GateName = "callers-allowed"
 )
 
 // Target and authz modes (--target, --authz).

@@ -50,14 +50,14 @@ func ambientPod(app string, captured bool, labels map[string]string) *corev1.Pod
 }
 
 // nodeAgent is a DaemonSet shaped like Istio's ztunnel or istio-cni chart
-// (name and selector label); kwok's nodes run its pods, so its status
-// turns ready as a real one would.
-func nodeAgent(name, selectorKey string) *appsv1.DaemonSet {
+// (name, selector label, image); kwok's nodes "run" its pods without
+// pulling the image, so its status turns ready as a real one would.
+func nodeAgent(name, selectorKey, image string) *appsv1.DaemonSet {
 	labels := map[string]string{selectorKey: name}
 	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: name},
 		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-				Containers:  []corev1.Container{{Name: name, Image: "registry.k8s.io/pause:3.10"}},
+				Containers:  []corev1.Container{{Name: name, Image: image}},
 				Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}}}}
 }
 
@@ -67,7 +67,7 @@ func nodeAgent(name, selectorKey string) *appsv1.DaemonSet {
 func installNodeAgents(ctx context.Context, t *testing.T, c *envconf.Config) {
 	t.Helper()
 	kube := kubernetes.NewForConfigOrDie(c.Client().RESTConfig())
-	for _, ds := range []*appsv1.DaemonSet{nodeAgent("ztunnel", "app"), nodeAgent("istio-cni-node", "k8s-app")} {
+	for _, ds := range []*appsv1.DaemonSet{nodeAgent("ztunnel", "app", "docker.io/istio/ztunnel:1.29.1"), nodeAgent("istio-cni-node", "k8s-app", "docker.io/istio/install-cni:1.29.1")} {
 		if _, err := kube.AppsV1().DaemonSets("istio-system").Create(ctx, ds, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
@@ -192,9 +192,11 @@ func TestAmbientAudit(t *testing.T) {
 // before any change. istio-cni is a stand-in (e2e.StartCNI).
 func TestAmbientMigration(t *testing.T) {
 	var (
-		est    *e2e.Estate
-		prom   *e2e.Prometheus
-		before map[string]any
+		est      *e2e.Estate
+		prom     *e2e.Prometheus
+		before   map[string]any
+		planFile string
+		thePlan  *plan.Plan
 	)
 	dir := t.TempDir()
 	podsOf := func(ctx context.Context, t *testing.T, c *envconf.Config, ns string) []audit.Pod {
@@ -260,7 +262,8 @@ func TestAmbientMigration(t *testing.T) {
 		}).
 		Assess("with them, both namespaces move to ambient through STRICT", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
 			installNodeAgents(ctx, t, c)
-			file, p := planGraph(t, c, est, dir, est.Graph(), "--dataplane", "ambient", "--authz", "off") // authz is blocked in ambient (docs/ambient.md)
+			file, p := planGraph(t, c, est, dir, est.Graph(), "--dataplane", "ambient", "--authz", "enforce")
+			planFile, thePlan = file, p
 			table, _, code := meshmigrate(t, c, "plan", "-n", est.Front+","+est.Back, "--traffic-file", filepath.Join(dir, "traffic.yaml"), "--dataplane", "ambient", "--authz", "off", "-o", "table", "--min-verify-window", "5s")
 			if code != 0 || !strings.Contains(table, "ENROLL") || !strings.Contains(table, "WAYPOINT") {
 				t.Errorf("plan -o table: exit %d\n%s", code, table)
@@ -292,6 +295,26 @@ func TestAmbientMigration(t *testing.T) {
 						t.Errorf("%s pod %s: sidecar %q, want captured by ztunnel and no sidecar", ns, p.Name, p.Sidecar)
 					}
 				}
+			}
+			return ctx
+		}).
+		Assess("enforce: the callers-allowed gate admits every caller ztunnel saw, then the policies are enforced and baked", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+			out, stderr, code := meshmigrate(t, c, "apply", "-f", planFile, "--yes", "--prometheus-url", prom.URL, "--verify-window", "30s", "--bake", "5s")
+			if code != 0 {
+				t.Fatalf("apply: exit %d\n%s\n%s", code, out, stderr)
+			}
+			for _, ns := range []string{est.Front, est.Back} {
+				for _, want := range []string{ns + ": authz: gate callers-allowed passed", ns + ": authz: guard passed"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("apply does not say %q:\n%s", want, out)
+					}
+				}
+				if all, dry := dryRunPolicies(ctx, t, c, ns, thePlan.ID); all < 2 || dry != 0 {
+					t.Errorf("%s: %d policies, %d in dry-run: want the ALLOW and allow-nothing policies, enforced (ztunnel has no dry-run)", ns, all, dry)
+				}
+			}
+			if i, j := strings.Index(out, est.Back+": authz: gate callers-allowed passed"), strings.Index(out, est.Back+": authz: applied AuthorizationPolicy/"); j < 0 || i > j {
+				t.Errorf("a policy was applied before the gate passed:\n%s", out)
 			}
 			return ctx
 		}).
