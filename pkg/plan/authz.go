@@ -128,7 +128,9 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 				c = &caller{ports: map[int]bool{}, predicted: predicted, from: e.Source.Namespace + "/" + e.Source.Workload}
 				callers[principal] = c
 			}
-			if e.Port == 0 {
+			// In ambient the callers-allowed gate reads ztunnel's series,
+			// which name no port: a port rule it cannot confirm is left out.
+			if e.Port == 0 || b.ambient[nr.Name] {
 				c.anyPort = true
 			} else {
 				c.ports[e.Port] = true
