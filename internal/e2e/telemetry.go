@@ -33,9 +33,11 @@ type Series struct {
 	value  float64
 }
 
-// Edge returns the destination-side series a server sidecar reports for a
-// call from src (namespace/workload; "" for a client without a sidecar) to
-// dst, secured with csp ("mutual_tls" or "none").
+// Edge returns the destination-side series a server sidecar (or ztunnel)
+// reports for a call from src (namespace/workload; "" for a client without
+// a sidecar) to dst, secured with csp ("mutual_tls", "none", or ztunnel's
+// "unknown"). The caller's principal is its service account's, as the
+// estate's pods run: the namespace's default one.
 func Edge(metric, src, dst, csp string, perScrape float64) Series {
 	srcNS, srcWL, _ := strings.Cut(src, "/")
 	dstNS, dstWL, _ := strings.Cut(dst, "/")
@@ -43,7 +45,7 @@ func Edge(metric, src, dst, csp string, perScrape float64) Series {
 	if src == "" {
 		srcNS, srcWL = "unknown", "unknown"
 	} else if csp == "mutual_tls" {
-		principal = "spiffe://cluster.local/ns/" + srcNS + "/sa/" + srcWL
+		principal = "spiffe://cluster.local/ns/" + srcNS + "/sa/default"
 	}
 	return Series{Metric: metric, PerScrape: perScrape, Labels: map[string]string{
 		"reporter": "destination", "source_workload_namespace": srcNS, "source_workload": srcWL, "source_principal": principal,
