@@ -283,7 +283,9 @@ func plannedAllows(snap *cluster.Snapshot, ns string, p *plan.Plan, steps []plan
 		}
 	}
 	for w, rs := range out.Rules {
-		out.Rules[w] = slices.CompactFunc(rs, func(a, b AllowRule) bool { return slices.Equal(a.Principals, b.Principals) && slices.Equal(a.Ports, b.Ports) })
+		out.Rules[w] = slices.CompactFunc(rs, func(a, b AllowRule) bool {
+			return slices.Equal(a.Principals, b.Principals) && slices.Equal(a.Ports, b.Ports)
+		})
 	}
 	return out
 }
