@@ -24,13 +24,21 @@ const AnnotationRedirection = "ambient.istio.io/redirection"
 // as Istio's cni/pkg/util/enablement_selector.go decides; in a namespace
 // that left ambient it removes the mark. It stops with ctx.
 func StartCNI(ctx context.Context, kube kubernetes.Interface, interval time.Duration, namespaces ...string) {
+	every(ctx, interval, func() {
+		for _, ns := range namespaces {
+			cniPass(ctx, kube, ns)
+		}
+	})
+}
+
+// every runs pass at once and then every interval, in the background,
+// until ctx ends: the loop of the controller stand-ins.
+func every(ctx context.Context, interval time.Duration, pass func()) {
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			for _, ns := range namespaces {
-				cniPass(ctx, kube, ns)
-			}
+			pass()
 			select {
 			case <-ctx.Done():
 				return

@@ -22,20 +22,11 @@ var GatewaysGVR = schema.GroupVersionResource{Group: gatewayv1.GroupName, Versio
 // deployed the waypoint and given it an address. Other Gateways are left
 // alone. It stops with ctx.
 func StartWaypoints(ctx context.Context, dyn dynamic.Interface, interval time.Duration, namespaces ...string) {
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			for _, ns := range namespaces {
-				programWaypoints(ctx, dyn, ns)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	every(ctx, interval, func() {
+		for _, ns := range namespaces {
+			programWaypoints(ctx, dyn, ns)
 		}
-	}()
+	})
 }
 
 func programWaypoints(ctx context.Context, dyn dynamic.Interface, ns string) {

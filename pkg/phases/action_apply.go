@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
 )
 
@@ -37,6 +40,18 @@ func (applyAction) capture(ctx context.Context, e *Executor, s stepRef) (Undo, e
 	return u, nil
 }
 
+// recorded reads the object an apply or delete record names, as it is now
+// (nil when it does not exist), with its resource and name.
+func (c *Cluster) recorded(ctx context.Context, ns string, r Record) (schema.GroupVersionResource, string, *unstructured.Unstructured, error) {
+	kind, name := splitTarget(r.Target)
+	gvr, err := resourceFor(r.Undo.APIVersion, kind)
+	if err != nil {
+		return gvr, name, nil, err
+	}
+	cur, err := c.get(ctx, gvr, ns, name)
+	return gvr, name, cur, err
+}
+
 // do applies the manifest and records the UID and digest of what it
 // wrote: rollback restores or deletes only an object still exactly so.
 func (applyAction) do(ctx context.Context, e *Executor, s stepRef, rec *Record) (*rollout, error) {
@@ -57,12 +72,7 @@ func (applyAction) do(ctx context.Context, e *Executor, s stepRef, rec *Record) 
 // undo deletes an object the plan created, or applies back the prior
 // content of one it changed, and gives its fields back to their managers.
 func (applyAction) undo(ctx context.Context, e *Executor, ns string, r Record) (*rollout, error) {
-	kind, name := splitTarget(r.Target)
-	gvr, err := resourceFor(r.Undo.APIVersion, kind)
-	if err != nil {
-		return nil, err
-	}
-	cur, err := e.Cluster.get(ctx, gvr, ns, name)
+	gvr, name, cur, err := e.Cluster.recorded(ctx, ns, r)
 	if err != nil {
 		return nil, err
 	}

@@ -96,12 +96,7 @@ func (deleteAction) undo(ctx context.Context, e *Executor, ns string, r Record) 
 	if !r.Undo.Existed {
 		return nil, nil
 	}
-	kind, name := splitTarget(r.Target)
-	gvr, err := resourceFor(r.Undo.APIVersion, kind)
-	if err != nil {
-		return nil, err
-	}
-	cur, err := e.Cluster.get(ctx, gvr, ns, name)
+	gvr, _, cur, err := e.Cluster.recorded(ctx, ns, r)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package phases
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -79,15 +78,7 @@ func ambientAuthzRun(t *testing.T, edges ...traffic.Edge) (*Outcome, string, []s
 	var out bytes.Buffer
 	ex := newExecutor(c, obs, &out)
 	ex.Options.VerifyWindow, ex.Options.AllowShortWindow = time.Hour, true
-	pv, err := ex.Prepare(context.Background(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := ex.Apply(context.Background(), p, pv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res, out.String(), writes(dyn)
+	return runApply(t, ex, p), out.String(), writes(dyn)
 }
 
 // Ambient enforcement: the policies are applied, allows first, only after

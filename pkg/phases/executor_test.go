@@ -524,15 +524,22 @@ func TestStrictVerifiesAgainWhenTheGatePassedInAnEarlierRun(t *testing.T) {
 func applyOnce(t *testing.T, c *Cluster, obs *fakeObserver, p *plan.Plan) *bytes.Buffer {
 	t.Helper()
 	var out bytes.Buffer
-	ex := newExecutor(c, obs, &out)
+	runApply(t, newExecutor(c, obs, &out), p)
+	return &out
+}
+
+// runApply prepares and runs p with ex, failing the test on an error.
+func runApply(t *testing.T, ex *Executor, p *plan.Plan) *Outcome {
+	t.Helper()
 	pv, err := ex.Prepare(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ex.Apply(context.Background(), p, pv); err != nil {
+	res, err := ex.Apply(context.Background(), p, pv)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return &out
+	return res
 }
 
 func TestApplyPutsTheAllowsBeforeTheAllowNothing(t *testing.T) {

@@ -170,6 +170,18 @@ func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns string, gat
 	return false, sleep(ctx, e.Clock, wait)
 }
 
+// shortGate is a mid-phase traffic gate's verdict when its window, since
+// since (what start says started it), is under the plan's floor: nil when
+// it can be judged (waiting for the floor first, if within --timeout).
+func (e *Executor) shortGate(ctx context.Context, p *plan.Plan, ns string, gate plan.GateName, since time.Time, start string) (*GateResult, error) {
+	short, err := e.shortWindow(ctx, p, ns, gate, since)
+	if err != nil || !short {
+		return nil, err
+	}
+	g := ShortWindowGate(gate, e.now().Sub(since), p.VerifyFloor(), since, start, e.now())
+	return &g, nil
+}
+
 // shadowGate evaluates the authz phase's no-shadow-denials gate over the
 // window since the dry-run policies before it were applied (also with
 // --verify-window: decisions made before them say nothing), per workload:
@@ -187,13 +199,10 @@ func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns string, phas
 			since = *r.DoneAt
 		}
 	}
-	var g GateResult
-	if short, err := e.shortWindow(ctx, p, ns, plan.GateNoShadowDenials, since); err != nil {
-		return nil, err
-	} else if short {
-		g = ShortWindowGate(plan.GateNoShadowDenials, e.now().Sub(since), p.VerifyFloor(), since, "when the dry-run policies were applied", e.now())
-		return &g, nil
+	if short, err := e.shortGate(ctx, p, ns, plan.GateNoShadowDenials, since, "when the dry-run policies were applied"); short != nil || err != nil {
+		return short, err
 	}
+	var g GateResult
 	counts, window, err := e.Observer.ShadowDecisions(ctx, ns, since)
 	if err != nil {
 		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
@@ -229,13 +238,10 @@ func (e *Executor) callersGate(ctx context.Context, p *plan.Plan, ns string, pha
 			since = *r.FinishedAt
 		}
 	}
-	var g GateResult
-	if short, err := e.shortWindow(ctx, p, ns, plan.GateCallersAllowed, since); err != nil {
-		return nil, err
-	} else if short {
-		g = ShortWindowGate(plan.GateCallersAllowed, e.now().Sub(since), p.VerifyFloor(), since, "when STRICT was in force", e.now())
-		return &g, nil
+	if short, err := e.shortGate(ctx, p, ns, plan.GateCallersAllowed, since, "when STRICT was in force"); short != nil || err != nil {
+		return short, err
 	}
+	var g GateResult
 	snap, r, err := e.Observer.Audit(ctx, []string{ns}, since)
 	if err != nil {
 		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateCallersAllowed, ns, err)

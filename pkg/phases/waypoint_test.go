@@ -187,15 +187,7 @@ func TestWaypointMoveRefusesAPolicyChangedSince(t *testing.T) {
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := waypointPlan(t, obs)
 	var out bytes.Buffer
-	ex := newExecutor(c, obs, &out)
-	pv, err := ex.Prepare(context.Background(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := ex.Apply(context.Background(), p, pv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := runApply(t, newExecutor(c, obs, &out), p)
 	if len(res.Stops) != 1 || res.Stops[0].Phase != plan.PhaseEnroll || !strings.Contains(res.Stops[0].Reason, "its spec changed since the plan was made") {
 		t.Fatalf("stops %+v, want enroll stopped before the delete\n%s", res.Stops, out.String())
 	}

@@ -147,7 +147,11 @@ func (p *Plan) validate() error {
 		}
 		for j, ph := range ns.Phases {
 			if ph.Name != want[j] {
-				return fmt.Errorf("namespace %s: phase %d is %q, want %q", ns.Name, j, ph.Name, want[j])
+				hint := ""
+				if ns.Dataplane == DataplaneAmbient && j == 0 && ph.Name == PhaseEnroll {
+					hint = ": a plan made before waypoints were deployed (enroll first); re-plan with this version"
+				}
+				return fmt.Errorf("namespace %s: phase %d is %q, want %q%s", ns.Name, j, ph.Name, want[j], hint)
 			}
 			if !validStatuses[ph.Status] {
 				return fmt.Errorf("namespace %s phase %s: unknown status %q", ns.Name, ph.Name, ph.Status)
