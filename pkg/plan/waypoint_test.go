@@ -143,3 +143,17 @@ func TestPlanAmbientWaypointRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A plan made by the version before waypoints ordered enroll first: it is
+// refused, with the way out.
+func TestParseRefusesTheOldAmbientPhaseOrder(t *testing.T) {
+	raw, err := build(t, waypointEstate(), nil, plan.Options{Dataplane: plan.DataplaneAmbient, Authz: plan.AuthzOff}).Marshal(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := reseal(t, raw, func(m map[string]any) {
+		phases := m["namespaces"].([]any)[0].(map[string]any)["phases"].([]any)
+		phases[0], phases[1] = phases[1], phases[0]
+	})
+	refuses(t, old, `phase 0 is "enroll", want "waypoint"`, "re-plan with this version")
+}
