@@ -54,7 +54,8 @@ spec:
 // managers included. A plaintext caller that ztunnel reports (as
 // "unknown") after front's STRICT makes the guard undo it. istiod's gateway controller and istio-cni are
 // stand-ins (e2e.StartWaypoints, e2e.StartCNI); the Gateway API CRDs are
-// the real ones from the sigs.k8s.io/gateway-api module.
+// the real ones from the sigs.k8s.io/gateway-api module. meshmigrate runs
+// as a ServiceAccount bound only to the shipped apply ClusterRole.
 func TestAmbientWaypoint(t *testing.T) {
 	var (
 		est    *e2e.Estate
@@ -81,6 +82,7 @@ func TestAmbientWaypoint(t *testing.T) {
 	}
 	f := features.New("a sidecar namespace with an L7 policy to ambient, with a waypoint, and back").
 		Setup(func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
+			installApplyRole(ctx, t, c)
 			est = newEstate(ctx, t, c, "ambw", 0)
 			installNodeAgents(ctx, t, c)
 			if out, stderr, code := run(t, c, kubectl, "rollout", "restart", "deployment/api", "-n", est.Back); code != 0 {
@@ -126,7 +128,7 @@ func TestAmbientWaypoint(t *testing.T) {
 			if err := os.WriteFile(graph, []byte(est.Graph()), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, _, code := meshmigrate(t, c, "plan", "-n", est.Front+","+est.Back, "--traffic-file", graph, "--dataplane", "ambient", "--authz", "off", "-o", "json", "--min-verify-window", "5s")
+			out, _, code := meshmigrate(t, c, "plan", "-n", est.Front+","+est.Back, "--traffic-file", graph, "--dataplane", "ambient", "--authz", "off", "-o", "json", "--min-verify-window", "5s", "--as", migrator)
 			if code != 2 || !strings.Contains(out, "the Gateway API is not installed") || !strings.Contains(out, "AmbientL7PolicyOnZtunnel") {
 				t.Fatalf("plan: exit %d, want 2: no Gateway API, so enroll is blocked\n%s", code, out)
 			}
@@ -134,7 +136,7 @@ func TestAmbientWaypoint(t *testing.T) {
 			if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--yes", "--prometheus-url", prom.URL, "--bake=0"); code != 2 || !strings.Contains(out, est.Back+": waypoint: STOP") {
+			if out, stderr, code := meshmigrate(t, c, "apply", "-f", file, "--yes", "--prometheus-url", prom.URL, "--bake=0", "--as", migrator); code != 2 || !strings.Contains(out, est.Back+": waypoint: STOP") {
 				t.Errorf("apply of the blocked plan: exit %d\n%s\n%s", code, out, stderr)
 			}
 			if after := touched(ctx, t, c, est.Back); !reflect.DeepEqual(before["Namespace/"+est.Back], after["Namespace/"+est.Back]) || policy(ctx, t, c, "get-only") == nil {
@@ -146,12 +148,12 @@ func TestAmbientWaypoint(t *testing.T) {
 			if err := e2e.InstallGatewayAPICRDs(ctx, c.Client().RESTConfig()); err != nil {
 				t.Fatal(err)
 			}
-			file, p := planGraph(t, c, est, dir, est.Graph(), "--dataplane", "ambient", "--authz", "off")
+			file, p := planGraph(t, c, est, dir, est.Graph(), "--dataplane", "ambient", "--authz", "off", "--as", migrator)
 			back, _ := p.Namespace(est.Back)
 			if wp, _ := back.Phase(plan.PhaseWaypoint); wp.Status != plan.StatusPending || len(wp.Steps) != 2 {
 				t.Fatalf("back's waypoint phase %+v", wp)
 			}
-			b := startMeshmigrate(t, c, "apply", "-f", file, "--yes", "--through", "strict", "--prometheus-url", prom.URL, "--verify-window", "30s", "--bake", "15s")
+			b := startMeshmigrate(t, c, "apply", "-f", file, "--yes", "--through", "strict", "--prometheus-url", prom.URL, "--verify-window", "30s", "--bake", "15s", "--as", migrator)
 			b.waitFor(t, est.Front+": strict: guard: watching for 15s", 3*time.Minute)
 			// A client without a sidecar calls front/web: ztunnel's inbound
 			// passthrough reports it as connection_security_policy
@@ -212,7 +214,7 @@ func TestAmbientWaypoint(t *testing.T) {
 			return ctx
 		}).
 		Assess("rollback re-creates the policy exactly, with its managers, and removes the waypoint", func(ctx context.Context, t *testing.T, c *envconf.Config) context.Context {
-			out, stderr, code := meshmigrate(t, c, "rollback", "-n", est.Front+","+est.Back, "--all", "--yes")
+			out, stderr, code := meshmigrate(t, c, "rollback", "-n", est.Front+","+est.Back, "--all", "--yes", "--as", migrator)
 			if code != 0 {
 				t.Fatalf("rollback: exit %d\n%s\n%s", code, out, stderr)
 			}
