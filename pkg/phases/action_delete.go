@@ -8,6 +8,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/plan"
@@ -46,8 +50,64 @@ func (deleteAction) capture(ctx context.Context, e *Executor, s stepRef) (Undo, 
 		}
 		return Undo{}, &refusal{reason: fmt.Sprintf("%s: %s; re-plan", objectName(s.ns, s.target), why)}
 	}
+	if err := e.waypointTargetsStill(ctx, s); err != nil {
+		return Undo{}, err
+	}
 	u.Existed, u.Prior, u.UID = true, Clean(cur.Object), string(cur.GetUID())
 	return u, nil
+}
+
+// waypointTargetsStill refuses to delete the original when a Service its
+// copy on the waypoint targets selects, now, a pod the original's selector
+// does not: the copy would reach that pod too (an ALLOW policy then denies
+// its other callers). The plan checked this when it was made; Services
+// are not in its fingerprint, so it is checked again here, right before
+// the copy starts to count.
+func (e *Executor) waypointTargetsStill(ctx context.Context, s stepRef) error {
+	sel, _, _ := unstructured.NestedStringMap(s.st.Object, "spec", "selector", "matchLabels")
+	if len(sel) == 0 {
+		return nil // namespace-wide: the copy targets the waypoint itself
+	}
+	pn, _ := s.p.Namespace(s.ns)
+	wp, _ := pn.Phase(plan.PhaseWaypoint)
+	for _, st := range wp.Steps {
+		if st.Target != s.target+plan.WaypointSuffix || st.Object == nil {
+			continue
+		}
+		refs, _, _ := unstructured.NestedSlice(st.Object, "spec", "targetRefs")
+		for _, ref := range refs {
+			m, _ := ref.(map[string]any)
+			if m["kind"] != "Service" {
+				continue
+			}
+			name := fmt.Sprint(m["name"])
+			svc, err := e.Cluster.Kube.CoreV1().Services(s.ns).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return &refusal{reason: fmt.Sprintf("Service %s/%s, which %s on the waypoint targets, no longer exists: the copy would enforce nothing; re-plan", s.ns, name, st.Target)}
+			}
+			if err != nil {
+				return fmt.Errorf("read Service %s, which %s targets: %w", name, st.Target, err)
+			}
+			if len(svc.Spec.Selector) == 0 {
+				return &refusal{reason: fmt.Sprintf("Service %s/%s, which %s targets, selects no pods by label now: re-plan", s.ns, name, st.Target)}
+			}
+			pods, err := e.Cluster.Kube.CoreV1().Pods(s.ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
+			if err != nil {
+				return fmt.Errorf("list the pods of Service %s: %w", name, err)
+			}
+			var wider []string
+			for _, p := range pods.Items {
+				if !matches(p.Labels, sel) {
+					wider = append(wider, p.Name)
+				}
+			}
+			if len(wider) > 0 {
+				return &refusal{reason: fmt.Sprintf("Service %s/%s, which %s on the waypoint targets, now also selects pods %s does not (%s): the copy would reach them too; re-plan",
+					s.ns, name, st.Target, objectName(s.ns, s.target), strings.Join(wider, ", "))}
+			}
+		}
+	}
+	return nil
 }
 
 // samePolicySpec compares two AuthorizationPolicy specs as Istio reads

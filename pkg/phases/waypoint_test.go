@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -125,6 +126,7 @@ func TestWaypointMoveIsRecordedAndRolledBackExactly(t *testing.T) {
 	orig := getOnlyObj("GET")
 	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio-injection": "enabled"}), orig.DeepCopy())
 	istiodStandIn(dyn)
+	seedServiceOfWeb(t, c, map[string]string{"app": "web"})
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	obs.report.Namespaces[0].Pods.Items[0].Sidecar = "ambient"
 	p := waypointPlan(t, obs)
@@ -184,6 +186,7 @@ func TestWaypointMoveIsRecordedAndRolledBackExactly(t *testing.T) {
 func TestWaypointMoveRefusesAPolicyChangedSince(t *testing.T) {
 	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio-injection": "enabled"}), getOnlyObj("GET", "HEAD"))
 	istiodStandIn(dyn)
+	seedServiceOfWeb(t, c, map[string]string{"app": "web"})
 	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
 	p := waypointPlan(t, obs)
 	var out bytes.Buffer
@@ -197,5 +200,53 @@ func TestWaypointMoveRefusesAPolicyChangedSince(t *testing.T) {
 	ns, _ := dyn.Resource(kinds["Namespace"]).Get(context.Background(), "shop", metav1.GetOptions{})
 	if ns.GetLabels()["istio.io/dataplane-mode"] != "" {
 		t.Errorf("the namespace was enrolled after a refused delete: %v", ns.GetLabels())
+	}
+}
+
+// seedServiceOfWeb gives the fake API server the pods of web and cart
+// and Service web with selector sel.
+func seedServiceOfWeb(t *testing.T, c *Cluster, sel map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, pod := range []*corev1.Pod{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1", Labels: map[string]string{"app": "web", "tier": "front"}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart-1", Labels: map[string]string{"app": "cart", "tier": "front"}}},
+	} {
+		if _, err := c.Kube.CoreV1().Pods("shop").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: corev1.ServiceSpec{Selector: sel}}
+	if _, err := c.Kube.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Service the copy targets that selects, by now, a pod the original's
+// selector does not, or that is gone: the original is not deleted, since
+// the copy on the waypoint would reach that pod too, or nothing.
+func TestWaypointMoveRefusesAServiceChangedSince(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sel  map[string]string
+		says string
+	}{
+		{"wider", map[string]string{"tier": "front"}, "Service shop/web, which AuthorizationPolicy/get-only-waypoint on the waypoint targets, now also selects pods AuthorizationPolicy shop/get-only does not (cart-1)"},
+		{"gone", nil, "Service shop/web, which AuthorizationPolicy/get-only-waypoint on the waypoint targets, no longer exists"},
+	} {
+		c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio-injection": "enabled"}), getOnlyObj("GET"))
+		istiodStandIn(dyn)
+		if tc.sel != nil {
+			seedServiceOfWeb(t, c, tc.sel)
+		}
+		obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+		var out bytes.Buffer
+		res := runApply(t, newExecutor(c, obs, &out), waypointPlan(t, obs))
+		if len(res.Stops) != 1 || res.Stops[0].Phase != plan.PhaseEnroll || !strings.Contains(res.Stops[0].Reason, tc.says) {
+			t.Fatalf("%s: stops %+v, want enroll refused saying %q\n%s", tc.name, res.Stops, tc.says, out.String())
+		}
+		if _, err := dyn.Resource(gvrPolicies).Namespace("shop").Get(context.Background(), "get-only", metav1.GetOptions{}); err != nil {
+			t.Errorf("%s: the original was deleted: %v", tc.name, err)
+		}
 	}
 }

@@ -26,7 +26,8 @@ const (
 	WaypointClass    = "istio-waypoint"
 	LabelUseWaypoint = "istio.io/use-waypoint"
 	labelWaypointFor = "istio.io/waypoint-for"
-	waypointSuffix   = "-waypoint"
+	// WaypointSuffix names the copy of a policy on the waypoint.
+	WaypointSuffix = "-waypoint"
 	// maxTargetRefs is the AuthorizationPolicy CRD's limit.
 	maxTargetRefs = 16
 )
@@ -130,7 +131,7 @@ func (b *builder) movePolicy(ns string, ap cluster.AuthorizationPolicy) (Step, S
 	if ap.Spec == nil {
 		return Step{}, Step{}, "AuthorizationPolicy " + name + ": its spec could not be read to copy it"
 	}
-	copyName := ap.Name + waypointSuffix
+	copyName := ap.Name + WaypointSuffix
 	if errs := validation.IsDNS1123Subdomain(copyName); len(errs) > 0 {
 		return Step{}, Step{}, fmt.Sprintf("AuthorizationPolicy %s: its copy's name %s is not a valid name (%s)", name, copyName, strings.Join(errs, "; "))
 	}
