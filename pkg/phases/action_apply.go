@@ -105,12 +105,18 @@ func (applyAction) undo(ctx context.Context, e *Executor, ns string, r Record) (
 	// Nobody else changed it since: applying the prior content back sets
 	// what the plan changed to its prior value and drops the fields only
 	// the plan added.
+	return nil, e.restorePrior(ctx, gvr, ns, r, "restored %s as it was")
+}
+
+// restorePrior applies the record's prior content back (restore says what
+// was done, with the target) and gives its fields back to their managers.
+func (e *Executor) restorePrior(ctx context.Context, gvr schema.GroupVersionResource, ns string, r Record, restore string) error {
 	restored, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior)
 	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", r.Target, err)
+		return fmt.Errorf("restore %s: %w", r.Target, err)
 	}
-	e.undone(ns, r, "restored %s as it was", r.Target)
-	return nil, e.restoreOwnership(ctx, gvr, ns, r, restored)
+	e.undone(ns, r, restore, r.Target)
+	return e.restoreOwnership(ctx, gvr, ns, r, restored)
 }
 
 func (applyAction) check(ns string, r Record) error {

@@ -168,12 +168,7 @@ func (deleteAction) undo(ctx context.Context, e *Executor, ns string, r Record) 
 	case cur != nil:
 		return nil, &ConflictError{Namespace: ns, Target: r.Target, Detail: "it was made again, differently, since this plan deleted it: not overwritten"}
 	}
-	restored, err := e.Cluster.apply(ctx, gvr, ns, r.Undo.Prior)
-	if err != nil {
-		return nil, fmt.Errorf("re-create %s: %w", r.Target, err)
-	}
-	e.undone(ns, r, "re-created %s as it was before the plan deleted it", r.Target)
-	return nil, e.restoreOwnership(ctx, gvr, ns, r, restored)
+	return nil, e.restorePrior(ctx, gvr, ns, r, "re-created %s as it was before the plan deleted it")
 }
 
 func (deleteAction) check(ns string, r Record) error {

@@ -170,93 +170,89 @@ func (e *Executor) shortWindow(ctx context.Context, p *plan.Plan, ns string, gat
 	return false, sleep(ctx, e.Clock, wait)
 }
 
-// shortGate is a mid-phase traffic gate's verdict when its window, since
-// since (what start says started it), is under the plan's floor: nil when
-// it can be judged (waiting for the floor first, if within --timeout).
-func (e *Executor) shortGate(ctx context.Context, p *plan.Plan, ns string, gate plan.GateName, since time.Time, start string) (*GateResult, error) {
-	short, err := e.shortWindow(ctx, p, ns, gate, since)
-	if err != nil || !short {
-		return nil, err
+// stepGate judges a gate between a phase's steps, over the window since
+// what makes its verdict meaningful: no-shadow-denials since the dry-run
+// policies before it were applied (also with --verify-window: decisions
+// made before them say nothing); callers-allowed, in ambient, since STRICT
+// was in force (principals are only trustworthy then). A window under the
+// plan's floor is inconclusive; a pass is recorded on the phase.
+func (e *Executor) stepGate(ctx context.Context, p *plan.Plan, ns string, phase plan.PhaseName, idx int, gate plan.GateName) (*GateResult, error) {
+	if gate != plan.GateNoShadowDenials && gate != plan.GateCallersAllowed {
+		return nil, fmt.Errorf("the plan names gate %q between the steps of %s, which this version does not know: use the version that made the plan", gate, phase)
 	}
-	g := ShortWindowGate(gate, e.now().Sub(since), p.VerifyFloor(), since, start, e.now())
-	return &g, nil
-}
-
-// shadowGate evaluates the authz phase's no-shadow-denials gate over the
-// window since the dry-run policies before it were applied (also with
-// --verify-window: decisions made before them say nothing), per workload:
-// each workload an ALLOW policy covers must have been judged.
-func (e *Executor) shadowGate(ctx context.Context, p *plan.Plan, ns string, phase plan.PhaseName, idx int) (*GateResult, error) {
 	if e.dry() {
-		e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: gate %s would be checked here", phase, plan.GateNoShadowDenials)})
+		e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: gate %s would be checked here", phase, gate)})
 		return nil, nil
 	}
 	pn, _ := p.Namespace(ns)
 	ph, _ := pn.Phase(phase)
-	since := e.verifySince(p, pn)
-	for i := 0; i < idx; i++ {
-		if r := e.cps[ns].Record(p.ID, phase, i); r != nil && r.DoneAt != nil && r.DoneAt.After(since) {
-			since = *r.DoneAt
+	since, start := e.verifySince(p, pn), "when the dry-run policies were applied"
+	if gate == plan.GateCallersAllowed {
+		start = "when STRICT was in force"
+		for _, r := range e.cps[ns].Phases {
+			if r.Name == plan.PhaseStrict && r.FinishedAt != nil && r.FinishedAt.After(since) {
+				since = *r.FinishedAt
+			}
+		}
+	} else {
+		for i := 0; i < idx; i++ {
+			if r := e.cps[ns].Record(p.ID, phase, i); r != nil && r.DoneAt != nil && r.DoneAt.After(since) {
+				since = *r.DoneAt
+			}
 		}
 	}
-	if short, err := e.shortGate(ctx, p, ns, plan.GateNoShadowDenials, since, "when the dry-run policies were applied"); short != nil || err != nil {
-		return short, err
+	if short, err := e.shortWindow(ctx, p, ns, gate, since); err != nil {
+		return nil, err
+	} else if short {
+		g := ShortWindowGate(gate, e.now().Sub(since), p.VerifyFloor(), since, start, e.now())
+		return &g, nil
 	}
 	var g GateResult
+	var err error
+	if gate == plan.GateCallersAllowed {
+		g, err = e.callersVerdict(ctx, p, ns, ph.Steps[idx+1:], since)
+	} else {
+		g, err = e.shadowVerdict(ctx, p, ns, ph.Steps[:idx], since)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gate %s of %s: %w", gate, ns, err)
+	}
+	if g.Result == GatePassed {
+		e.gateEvent(ns, phase, g, "%s: gate %s passed: %s", phase, g.Name, g.Message)
+		e.cps[ns].Phase(phase).Gate = &g
+	}
+	return &g, nil
+}
+
+// shadowVerdict judges no-shadow-denials per workload: each workload an
+// ALLOW policy among the dry-run steps covers must have been judged.
+func (e *Executor) shadowVerdict(ctx context.Context, p *plan.Plan, ns string, dryRun []plan.Step, since time.Time) (GateResult, error) {
 	counts, window, err := e.Observer.ShadowDecisions(ctx, ns, since)
 	if err != nil {
-		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
+		return GateResult{}, err
 	}
 	snap, _, err := e.Observer.Audit(ctx, []string{ns}, time.Time{})
 	if err != nil {
-		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateNoShadowDenials, ns, err)
+		return GateResult{}, err
 	}
-	tallies, covered := shadowTallies(snap, ns, counts, p, ph.Steps[:idx])
-	g = ShadowGate(tallies, covered, window, e.now())
-	if g.Result == GatePassed {
-		e.gateEvent(ns, phase, g, "%s: gate %s passed: %s", phase, g.Name, g.Message)
-		rec := e.cps[ns].Phase(phase)
-		rec.Gate = &g
-	}
-	return &g, nil
+	tallies, covered := shadowTallies(snap, ns, counts, p, dryRun)
+	return ShadowGate(tallies, covered, window, e.now()), nil
 }
 
-// callersGate evaluates an ambient namespace's callers-allowed gate: the
-// ALLOW policies after it judged, as ztunnel would, against every caller
-// seen since STRICT was in force (principals are only trustworthy then),
-// since ztunnel has no dry-run decisions to read (docs/ambient.md).
-func (e *Executor) callersGate(ctx context.Context, p *plan.Plan, ns string, phase plan.PhaseName, idx int) (*GateResult, error) {
-	if e.dry() {
-		e.emit(Event{Type: EventNote, Namespace: ns, Phase: phase, Message: fmt.Sprintf("%s: gate %s would be checked here", phase, plan.GateCallersAllowed)})
-		return nil, nil
-	}
-	pn, _ := p.Namespace(ns)
-	ph, _ := pn.Phase(phase)
-	since := e.verifySince(p, pn)
-	for _, r := range e.cps[ns].Phases {
-		if r.Name == plan.PhaseStrict && r.FinishedAt != nil && r.FinishedAt.After(since) {
-			since = *r.FinishedAt
-		}
-	}
-	if short, err := e.shortGate(ctx, p, ns, plan.GateCallersAllowed, since, "when STRICT was in force"); short != nil || err != nil {
-		return short, err
-	}
-	var g GateResult
+// callersVerdict judges callers-allowed: the ALLOW policies among steps (the
+// ones after the gate) as ztunnel would apply them, against every caller
+// seen since (ztunnel has no dry-run decisions to read, docs/ambient.md).
+func (e *Executor) callersVerdict(ctx context.Context, p *plan.Plan, ns string, steps []plan.Step, since time.Time) (GateResult, error) {
 	snap, r, err := e.Observer.Audit(ctx, []string{ns}, since)
 	if err != nil {
-		return nil, fmt.Errorf("gate %s of %s: %w", plan.GateCallersAllowed, ns, err)
+		return GateResult{}, err
 	}
 	nr := namespaceOf(r, ns)
-	g = CallersGate(ns, nr.Traffic.Edges, plannedAllows(snap, ns, p, ph.Steps[idx+1:]), e.now())
+	g := CallersGate(ns, nr.Traffic.Edges, plannedAllows(snap, ns, p, steps), e.now())
 	if nr.Traffic.Window != "" {
 		g.Message += "; window: " + nr.Traffic.Window
 	}
-	if g.Result == GatePassed {
-		e.gateEvent(ns, phase, g, "%s: gate %s passed: %s", phase, g.Name, g.Message)
-		rec := e.cps[ns].Phase(phase)
-		rec.Gate = &g
-	}
-	return &g, nil
+	return g, nil
 }
 
 // plannedAllows reads the ALLOW policies among steps as ztunnel would

@@ -120,11 +120,7 @@ func (e *Executor) runPhase(ctx context.Context, p *plan.Plan, tasks []Task, out
 			}
 		case TaskGate:
 			if t.Step >= 0 {
-				gateAt := e.shadowGate
-				if t.Gate == plan.GateCallersAllowed {
-					gateAt = e.callersGate
-				}
-				g, err := gateAt(ctx, p, ns, phase, t.Step)
+				g, err := e.stepGate(ctx, p, ns, phase, t.Step, t.Gate)
 				if err != nil {
 					return err
 				}

@@ -250,3 +250,21 @@ func TestWaypointMoveRefusesAServiceChangedSince(t *testing.T) {
 		}
 	}
 }
+
+// Applying the waypoint and enroll phases a second time changes nothing:
+// no Gateway, copy, delete or label write again.
+func TestWaypointMoveTwiceChangesNothing(t *testing.T) {
+	c, dyn := newFakeCluster(t, namespaceObj("shop", map[string]any{"istio-injection": "enabled"}), getOnlyObj("GET"))
+	istiodStandIn(dyn)
+	seedServiceOfWeb(t, c, map[string]string{"app": "web"})
+	obs := &fakeObserver{report: shopReport("PERMISSIVE", "namespace")}
+	obs.report.Namespaces[0].Pods.Items[0].Sidecar = "ambient"
+	p := waypointPlan(t, obs)
+	applyOnce(t, c, obs, p)
+	first := len(writes(dyn))
+	var out bytes.Buffer
+	res := runApply(t, newExecutor(c, obs, &out), p)
+	if got := writes(dyn)[first:]; len(got) != 0 || res.Changes != 0 {
+		t.Errorf("the second apply wrote %v (%d changes)\n%s", got, res.Changes, out.String())
+	}
+}

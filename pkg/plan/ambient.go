@@ -3,7 +3,6 @@ package plan
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/audit"
@@ -98,16 +97,14 @@ func asksForSidecar(p *cluster.Pod) bool {
 	return strings.EqualFold(p.Labels["sidecar.istio.io/inject"], "true") || p.Labels[labelRev] != ""
 }
 
-// l7Policies are the namespace's AuthorizationPolicies that only an L7
-// proxy can enforce and that are not bound to a waypoint.
+// l7Policies names the namespace's AuthorizationPolicies that only an L7
+// proxy can enforce and that are not bound to a waypoint, with their L7
+// attributes.
 func (b *builder) l7Policies(ns string) []string {
 	var out []string
-	for _, ap := range b.in.Snapshot.AuthorizationPolicies {
-		if ap.Namespace == ns && len(ap.L7) > 0 && len(ap.TargetRefs) == 0 {
-			out = append(out, fmt.Sprintf("%s (%s)", ap.Name, strings.Join(ap.L7, ", ")))
-		}
+	for _, ap := range b.in.Snapshot.L7Unbound(ns) {
+		out = append(out, fmt.Sprintf("%s (%s)", ap.Name, strings.Join(ap.L7, ", ")))
 	}
-	sort.Strings(out)
 	return out
 }
 

@@ -83,6 +83,10 @@ type caller struct {
 // denials, allows before allow-nothing, so nothing observed is denied.
 func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []string) {
 	ph := Phase{Name: PhaseAuthz, Status: StatusPending}
+	ambientRefusal := ""
+	if b.ambient[nr.Name] {
+		ambientRefusal = b.ambientAuthzRefusal(nr.Name)
+	}
 	switch {
 	case b.opts.Authz == AuthzOff:
 		ph.Status, ph.Reason = StatusSkipped, "--authz off"
@@ -93,8 +97,8 @@ func (b *builder) authzPhase(nr *audit.NamespaceReport, strict Phase) (Phase, []
 	case strict.Status == StatusBlocked:
 		ph.Status, ph.Reason = StatusBlocked, "needs STRICT first: policies by principal admit plaintext callers otherwise (ISTIO-SECURITY-2021-004)"
 		return ph, nil
-	case b.ambient[nr.Name] && b.ambientAuthzRefusal(nr.Name) != "":
-		ph.Status, ph.Reason = StatusBlocked, b.ambientAuthzRefusal(nr.Name)
+	case ambientRefusal != "":
+		ph.Status, ph.Reason = StatusBlocked, ambientRefusal
 		return ph, nil
 	case b.in.Graph == nil:
 		ph.Status, ph.Reason = StatusBlocked, "ALLOW policies come from observed mTLS callers, and telemetry was not read ("+nr.Traffic.Reason+"): re-plan with traffic"

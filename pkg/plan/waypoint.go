@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meshmigrate/kubectl-meshmigrate/pkg/cluster"
@@ -182,7 +183,7 @@ func (b *builder) waypointTargets(ns string, ap cluster.AuthorizationPolicy) ([]
 	}
 	selected := map[string]bool{}
 	for _, p := range b.pods[ns] {
-		if matchesAll(p.Labels, ap.Selector) {
+		if labels.SelectorFromSet(ap.Selector).Matches(labels.Set(p.Labels)) {
 			selected[p.Name] = true
 		}
 	}
@@ -194,7 +195,7 @@ func (b *builder) waypointTargets(ns string, ap cluster.AuthorizationPolicy) ([]
 		}
 		var in, out []string
 		for _, p := range b.pods[ns] {
-			if matchesAll(p.Labels, svc.Selector) {
+			if labels.SelectorFromSet(svc.Selector).Matches(labels.Set(p.Labels)) {
 				if selected[p.Name] {
 					in = append(in, p.Name)
 				} else {
@@ -236,13 +237,4 @@ func (b *builder) waypointTargets(ns string, ap cluster.AuthorizationPolicy) ([]
 		what += fmt.Sprintf(" (pods no Service selects, %s, are reached only by pod address, which the waypoint does not judge)", strings.Join(uncovered, ", "))
 	}
 	return refs, what, ""
-}
-
-func matchesAll(labels, sel map[string]string) bool {
-	for k, v := range sel {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
 }
